@@ -1,0 +1,1 @@
+// Declarations of the iommufd and VFIO uAPI: written by the ABI work.

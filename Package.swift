@@ -1,0 +1,42 @@
+// swift-tools-version: 6.1
+import PackageDescription
+
+let strict: [SwiftSetting] = [
+    .enableUpcomingFeature("ExistentialAny"),
+    .enableUpcomingFeature("InternalImportsByDefault"),
+    .enableUpcomingFeature("MemberImportVisibility"),
+]
+
+let package = Package(
+    name: "swift-iommufd",
+    products: [
+        .library(name: "IOMMUFD", targets: ["IOMMUFD"]),
+        .library(name: "IOPageTables", targets: ["IOPageTables"]),
+        .library(name: "IOMMUCapabilities", targets: ["IOMMUCapabilities"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-system", from: "1.8.1"),
+    ],
+    targets: [
+        // The kernel ABI: the project's own declarations of the iommufd and VFIO uAPI.
+        .target(name: "CIOMMUFD", path: "CShims"),
+        // Address types shared by every layer: IOVA, host and guest-physical addresses.
+        .target(name: "IOMMUAddresses", swiftSettings: strict),
+        // The typed kernel layer: /dev/iommu, IOAS, HWPT, VFIO devices.
+        .target(
+            name: "IOMMUFD",
+            dependencies: ["CIOMMUFD", "IOMMUAddresses", .product(name: "SystemPackage", package: "swift-system")],
+            swiftSettings: strict),
+        // IO page-table formats: one walk/map/unmap algorithm, a description per format.
+        .target(name: "IOPageTables", dependencies: ["IOMMUAddresses"], swiftSettings: strict),
+        // Decoded hardware capabilities and a guest platform's requirements checked against them.
+        .target(name: "IOMMUCapabilities", dependencies: ["IOMMUAddresses"], swiftSettings: strict),
+
+        .testTarget(name: "ABITests", dependencies: ["CIOMMUFD"], swiftSettings: strict),
+        .testTarget(name: "IOMMUFDTests", dependencies: ["IOMMUFD"], swiftSettings: strict),
+        .testTarget(name: "KernelTests", dependencies: ["IOMMUFD", "IOMMUCapabilities"], swiftSettings: strict),
+        .testTarget(name: "IOPageTableTests", dependencies: ["IOPageTables"], swiftSettings: strict),
+        .testTarget(name: "CapabilityTests", dependencies: ["IOMMUCapabilities"], swiftSettings: strict),
+    ],
+    swiftLanguageModes: [.v6]
+)
