@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# Runs a command inside a VM with a real iommufd kernel, an emulated Intel VT-d IOMMU and two
+# QEMU edu DMA devices (one on NUMA node 1 behind its own host bridge), and exits with the
+# command's status. The VM sees the host's filesystem read-only at the same paths (virtio-9p),
+# so binaries built here run unchanged; the working directory is the same; /tmp is a tmpfs.
+#
+#   Harness/run-in-vm.sh [--timeout SECONDS] [--kvm] [--scalable] [--memory MiB] -- COMMAND...
+#
+# Environment: HIL_KERNEL=path/to/bzImage to skip the kernel build; HIL_OUT=dir to keep the
+# work share (files the command writes to /tmp/hil come back there).
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+timeout=900 accel=tcg scalable="" memory=2048
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --timeout) timeout=$2; shift 2 ;;
+    --kvm) accel=kvm; shift ;;
+    --scalable) scalable=",x-scalable-mode=on,x-flts=on"; shift ;;
+    --memory) memory=$2; shift 2 ;;
+    --) shift; break ;;
+    *) break ;;
+  esac
+done
+[ $# -gt 0 ] || { echo "usage: $0 [--timeout S] [--kvm] [--scalable] [--memory MiB] -- COMMAND..." >&2; exit 2; }
+
+kernel=${HIL_KERNEL:-$("$here/build-kernel.sh" | tail -1)}
+cache=${XDG_CACHE_HOME:-$HOME/.cache}/swift-iommufd
+
+# The initramfs: busybox and our init, nothing else (cached by content).
+busybox=$(command -v busybox || echo /bin/busybox)
+ikey=$( (cat "$here/init" "$busybox") | sha256sum | cut -c1-16)
+initrd=$cache/initrd/$ikey.gz
+if [ ! -f "$initrd" ]; then
+  root=$(mktemp -d)
+  mkdir -p "$root"/{bin,proc,sys,dev,host}
+  cp "$busybox" "$root/bin/busybox"
+  cp "$here/init" "$root/init"; chmod +x "$root/init"
+  mkdir -p "$(dirname "$initrd")"
+  (cd "$root" && find . | cpio -o -H newc --quiet | gzip -1) > "$initrd.tmp" && mv "$initrd.tmp" "$initrd"
+  rm -rf "$root"
+fi
+
+work=${HIL_OUT:-$(mktemp -d)}
+mkdir -p "$work"; rm -f "$work/up" "$work/status"
+{ printf 'export HIL_CWD=%q\n' "$PWD"
+  printf 'export PATH=%q HOME=/tmp TMPDIR=/tmp HIL_VM=1\n' "$PATH"
+  env | grep -E '^(SWIFT_IOMMUFD_[A-Z_]+|TERM)=' | sed 's/^/export /' || true
+} > "$work/env"
+printf '%q ' "$@" > "$work/command"; echo >> "$work/command"
+
+mem_half=$((memory / 2))
+qemu=(qemu-system-x86_64 -accel "$accel" -smp 2 -m "${memory}M" -nographic -no-reboot
+  -machine q35,kernel-irqchip=split -device "intel-iommu,intremap=on${scalable}"
+  -object "memory-backend-ram,id=m0,size=${mem_half}M" -numa node,nodeid=0,cpus=0,memdev=m0
+  -object "memory-backend-ram,id=m1,size=$((memory - mem_half))M" -numa node,nodeid=1,cpus=1,memdev=m1
+  -device edu,bus=pcie.0,addr=0x5
+  -device pxb-pcie,id=pxb1,bus_nr=0x80,numa_node=1,bus=pcie.0
+  -device pcie-root-port,id=rp1,bus=pxb1,chassis=1 -device edu,bus=rp1
+  -fsdev local,id=hostroot,path=/,security_model=none,readonly=on,multidevs=remap
+  -device virtio-9p-pci,fsdev=hostroot,mount_tag=hostroot,bus=pcie.0
+  -fsdev "local,id=work,path=$work,security_model=none"
+  -device virtio-9p-pci,fsdev=work,mount_tag=work,bus=pcie.0
+  -nic none -kernel "$kernel" -initrd "$initrd"
+  -append "console=ttyS0 intel_iommu=on quiet panic=-1 hugepages=64 rdinit=/init")
+[ "$accel" = kvm ] && qemu+=(-cpu host)
+
+start=$(date +%s)
+set +e
+timeout --foreground "$timeout" "${qemu[@]}" < /dev/null
+qrc=$?
+set -e
+if [ ! -f "$work/up" ]; then
+  echo "run-in-vm: the VM did not come up (qemu exit $qrc after $(( $(date +%s) - start )) s)" >&2
+  exit 125
+fi
+if [ ! -f "$work/status" ]; then
+  echo "run-in-vm: the command did not finish within ${timeout} s (qemu exit $qrc)" >&2
+  exit 124
+fi
+rc=$(cat "$work/status")
+[ -n "${HIL_OUT:-}" ] || rm -rf "$work"
+echo "run-in-vm: command exited $rc after $(( $(date +%s) - start )) s in the VM" >&2
+exit "$rc"

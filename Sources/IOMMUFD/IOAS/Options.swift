@@ -1,0 +1,83 @@
+import SystemPackage
+import CIOMMUFD
+
+/// How pinned memory is charged against `RLIMIT_MEMLOCK`.
+public struct RLimitMode: RawRepresentable, Hashable, Sendable, CustomStringConvertible {
+    public let rawValue: UInt64
+    public init(rawValue: UInt64) { self.rawValue = rawValue }
+    /// Charged to the user (the default).
+    public static let perUser = Self(rawValue: 0)
+    /// Charged to the process.
+    public static let perProcess = Self(rawValue: 1)
+    public var description: String {
+        switch self {
+        case .perUser: "perUser"
+        case .perProcess: "perProcess"
+        default: "RLimitMode(\(rawValue))"
+        }
+    }
+}
+
+
+extension IOMMUFD {
+    /// How this iommufd charges pinned memory.
+    ///
+    /// The corresponding ioctl is `IOMMU_OPTION` (`IOMMU_OPTION_RLIMIT_MODE`, get).
+    public func rlimitMode() throws(IOMMUFDError) -> RLimitMode {
+        RLimitMode(rawValue: try option(CIO_IOMMU_OPTION_RLIMIT_MODE, object: 0, set: nil))
+    }
+
+    /// Changes how pinned memory is charged; needs `CAP_SYS_RESOURCE` (`EPERM` otherwise).
+    ///
+    /// The corresponding ioctl is `IOMMU_OPTION` (`IOMMU_OPTION_RLIMIT_MODE`, set).
+    public func setRLimitMode(_ mode: RLimitMode) throws(IOMMUFDError) {
+        _ = try option(CIO_IOMMU_OPTION_RLIMIT_MODE, object: 0, set: mode.rawValue)
+    }
+
+    /// Whether `ioas` may combine contiguous pages into huge IOMMU pages (the default).
+    ///
+    /// The corresponding ioctl is `IOMMU_OPTION` (`IOMMU_OPTION_HUGE_PAGES`, get).
+    public func hugePages(in ioas: IOASID) throws(IOMMUFDError) -> Bool {
+        try option(CIO_IOMMU_OPTION_HUGE_PAGES, object: ioas.rawValue, set: nil) != 0
+    }
+
+    /// Allows or forbids huge IOMMU pages in `ioas`; only while nothing is mapped.
+    ///
+    /// The corresponding ioctl is `IOMMU_OPTION` (`IOMMU_OPTION_HUGE_PAGES`, set).
+    public func setHugePages(_ enabled: Bool, in ioas: IOASID) throws(IOMMUFDError) {
+        _ = try option(CIO_IOMMU_OPTION_HUGE_PAGES, object: ioas.rawValue, set: enabled ? 1 : 0)
+    }
+
+    private func option(_ id: UInt32, object: UInt32, set value: UInt64?) throws(IOMMUFDError) -> UInt64 {
+        var cmd = makeCommand(cio_iommu_option.self)
+        cmd.option_id = id
+        cmd.op = UInt16(value == nil ? CIO_IOMMU_OPTION_OP_GET : CIO_IOMMU_OPTION_OP_SET)
+        cmd.object_id = object
+        cmd.val64 = value ?? 0
+        try ioctl(.option, &cmd, .option)
+        return cmd.val64
+    }
+
+    /// The IOAS the VFIO container compatibility layer uses, if one is set (the kernel answers
+    /// `ENODEV` when none is).
+    ///
+    /// The corresponding ioctl is `IOMMU_VFIO_IOAS` (`IOMMU_VFIO_IOAS_GET`).
+    public func vfioCompatibilityIOAS() throws(IOMMUFDError) -> IOASID? {
+        var cmd = makeCommand(cio_iommu_vfio_ioas.self)
+        cmd.op = UInt16(CIO_IOMMU_VFIO_IOAS_GET)
+        do { try ioctl(.vfioIOAS, &cmd, .vfioCompatibility) } catch where error.errno == .operationNotSupportedByDevice {
+            return nil
+        }
+        return IOASID(cmd.ioas_id)
+    }
+
+    /// Sets (or with `nil` clears) the IOAS the VFIO container compatibility layer uses.
+    ///
+    /// The corresponding ioctl is `IOMMU_VFIO_IOAS` (`IOMMU_VFIO_IOAS_SET` / `_CLEAR`).
+    public func setVFIOCompatibilityIOAS(_ ioas: IOASID?) throws(IOMMUFDError) {
+        var cmd = makeCommand(cio_iommu_vfio_ioas.self)
+        cmd.op = UInt16(ioas == nil ? CIO_IOMMU_VFIO_IOAS_CLEAR : CIO_IOMMU_VFIO_IOAS_SET)
+        cmd.ioas_id = ioas?.rawValue ?? 0
+        try ioctl(.vfioIOAS, &cmd, .vfioCompatibility)
+    }
+}
