@@ -22,6 +22,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <linux/ioctl.h>
+#include "cio_syscalls.h"
 
 // A 64-bit field that is 8-aligned on every ABI, as the kernel's __aligned_u64/__aligned_le64.
 typedef uint64_t cio_aligned_u64 __attribute__((aligned(8)));
