@@ -1,0 +1,2 @@
+import IOMMUCapabilities
+import Testing
