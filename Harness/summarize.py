@@ -1,0 +1,26 @@
+#!/usr/bin/env python3
+"""Sums the JUnit/xUnit files of every test tier and prints one closing line:
+'N passed, N failed, N skipped'. Exits 1 when anything failed or a tier left no results."""
+import sys
+import xml.etree.ElementTree as ET
+
+passed = failed = skipped = 0
+for path in sys.argv[1:]:
+    try:
+        root = ET.parse(path).getroot()
+    except (OSError, ET.ParseError) as e:
+        print(f"summarize: no results from {path}: {e}")
+        failed += 1
+        continue
+    p = f = s = 0
+    for case in root.iter("testcase"):
+        if case.find("failure") is not None or case.find("error") is not None:
+            f += 1
+        elif case.find("skipped") is not None:
+            s += 1
+        else:
+            p += 1
+    print(f"summarize: {path}: {p} passed, {f} failed, {s} skipped")
+    passed, failed, skipped = passed + p, failed + f, skipped + s
+print(f"{passed} passed, {failed} failed, {skipped} skipped")
+sys.exit(1 if failed else 0)
