@@ -13,16 +13,21 @@ struct EduVFIOKernelTests {
         let fd = try IOMMUFD()
         let edu = try EduDevice(address, boundTo: fd)
         #expect(edu.bar0.flags.contains(.mappable))
+        // The mapping holds the device file open (and bound) until it is unmapped: end it first.
+        let id: UInt32
+        do {
         let bar = try RegionMapping(edu.bar0, of: edu.vfio)
         #expect(bar.load(UInt32.self, at: 0) == 0x0100_00ed)
         // The liveness register answers the inverse of what was written.
         bar.store(UInt32(0x1234_5678), at: 4)
         #expect(bar.load(UInt32.self, at: 4) == ~UInt32(0x1234_5678))
+        id = bar.load(UInt32.self, at: 0)
+        }
         #expect(try edu.vfio.read(UInt16.self, region: edu.config, offset: 0) == EduDevice.vendor)
         #expect(try edu.vfio.read(UInt16.self, region: edu.config, offset: 2) == EduDevice.deviceID)
         // Past the end of the config region: refused before the call.
         #expect(throws: IOMMUFDError.self) { try edu.vfio.read(UInt32.self, region: edu.config, offset: edu.config.size) }
-        print("edu \(address): BAR0 \(edu.bar0.size) bytes mapped, id 0x\(String(bar.load(UInt32.self, at: 0), radix: 16))")
+        print("edu \(address): BAR0 \(edu.bar0.size) bytes mapped, id 0x\(String(id, radix: 16))")
     }
 
     @Test func interruptReachesAnEventFD() throws {
@@ -80,7 +85,8 @@ struct EduVFIOKernelTests {
             try edu.vfio.reset()
             #expect(try edu.identification() == 0x0100_00ed)
         } else {
-            expectKernelError(.inappropriateIOCTLForDevice, .reset) { try edu.vfio.reset() }
+            // vfio-pci answers EINVAL when it has no way to reset the function (edu has no FLR).
+            expectKernelError(.invalidArgument, .reset) { try edu.vfio.reset() }
         }
     }
 
