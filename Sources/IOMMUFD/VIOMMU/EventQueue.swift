@@ -72,7 +72,16 @@ public struct VEventQueue: ~Copyable, Sendable {
         self.kernel = kernel
     }
 
-    deinit { _ = kernel.close(descriptor) }
+    private var closeOnDeinit = true
+
+    deinit { if closeOnDeinit { _ = kernel.close(descriptor) } }
+
+    /// Closes the descriptor now. The queue object stays until ``IOMMUFD/destroy(_:)``, which
+    /// answers `EBUSY` while the descriptor is open.
+    public consuming func close() throws(IOMMUFDError) {
+        closeOnDeinit = false
+        if case .failure(let e) = kernel.close(descriptor) { throw IOMMUFDError(.close, errno: e) }
+    }
 
     /// Waits up to `milliseconds` for an event to be readable; true when one is.
     public func wait(milliseconds: Int32) throws(IOMMUFDError) -> Bool {

@@ -60,7 +60,22 @@ public struct FaultQueue: ~Copyable, Sendable {
     public let descriptor: CInt
     let kernel: any KernelInterface
 
-    deinit { _ = kernel.close(descriptor) }
+    init(id: FaultQueueID, descriptor: CInt, kernel: any KernelInterface) {
+        self.id = id
+        self.descriptor = descriptor
+        self.kernel = kernel
+    }
+
+    private var closeOnDeinit = true
+
+    deinit { if closeOnDeinit { _ = kernel.close(descriptor) } }
+
+    /// Closes the descriptor now. The queue object stays until ``IOMMUFD/destroy(_:)``, which
+    /// answers `EBUSY` while the descriptor is open.
+    public consuming func close() throws(IOMMUFDError) {
+        closeOnDeinit = false
+        if case .failure(let e) = kernel.close(descriptor) { throw IOMMUFDError(.close, errno: e) }
+    }
 
     /// Waits up to `milliseconds` for a fault to be readable; true when one is.
     public func wait(milliseconds: Int32) throws(IOMMUFDError) -> Bool {
