@@ -23,16 +23,46 @@ struct EduDevice: ~Copyable {
 
     /// Opens the device and binds it to `iommufd`: a VFIO cdev answers nothing but
     /// `VFIO_DEVICE_BIND_IOMMUFD` until it is bound.
+    ///
+    /// Suites run in parallel and a VFIO cdev takes one bind at a time (a second open file's
+    /// bind answers `EINVAL`), so a value holds the edu devices for its whole lifetime: another
+    /// test's `init` waits until this one ends.
     init(_ address: PCIAddress, boundTo iommufd: borrowing IOMMUFD) throws {
-        let vfio = try VFIODevice(pciAddress: address)
-        let device = try vfio.bind(to: iommufd)
-        let bar0 = try vfio.regionInfo(.bar(0))
-        let config = try vfio.regionInfo(.config)
-        self.device = device
-        self.bar0 = bar0
-        self.config = config
-        self.vfio = vfio
+        Self.exclusive.wait()
+        do {
+            // The previous holder's file is closed just after it signals (its deinit body runs
+            // before its members go): retry the bind's EINVAL for a moment.
+            var attempt = 0
+            var opened: VFIODevice?
+            var bound: DeviceID?
+            while bound == nil {
+                let candidate = try VFIODevice(pciAddress: address)
+                do {
+                    bound = try candidate.bind(to: iommufd)
+                    opened = consume candidate
+                } catch let e where e.errno == .invalidArgument && attempt < 200 {
+                    attempt += 1
+                    usleep(10_000)
+                }
+            }
+            let vfio = opened.take()!
+            let device = bound!
+            let bar0 = try vfio.regionInfo(.bar(0))
+            let config = try vfio.regionInfo(.config)
+            self.device = device
+            self.bar0 = bar0
+            self.config = config
+            self.vfio = vfio
+        } catch {
+            Self.exclusive.signal()
+            throw error
+        }
     }
+
+    deinit { Self.exclusive.signal() }
+
+    /// One holder of the edu devices at a time, across suites.
+    static let exclusive = Semaphore()
 
     /// The identification register: 0x010000ed for edu version 1.0.
     func identification() throws -> UInt32 { try vfio.read(UInt32.self, region: bar0, offset: 0) }
@@ -66,4 +96,12 @@ struct EduDevice: ~Copyable {
         }
         return false
     }
+}
+
+/// A counting semaphore of one (POSIX `sem_t`): no owner, so it may be released by another thread.
+final class Semaphore: @unchecked Sendable {
+    private let sem = UnsafeMutablePointer<sem_t>.allocate(capacity: 1)
+    init() { sem_init(sem, 0, 1) }
+    func wait() { while sem_wait(sem) != 0 {} }
+    func signal() { sem_post(sem) }
 }

@@ -80,6 +80,144 @@ extension IOMMUFD {
         cmd.add_reserved.length = range.length ?? 0
         try ioctl(.testCommand, &cmd, .mockIOMMU)
     }
+
+    /// Marks pages of a mock paging HWPT dirty, as a device write would: page `i` of `range`
+    /// (in `pageSize` pages) for each index in `pageIndices`. The HWPT must have dirty tracking on.
+    ///
+    /// - Returns: How many pages the mock marked.
+    /// - Throws: ``IOMMUFDError``; before the call for an index outside the range or a
+    ///   misaligned range; from the kernel `EINVAL` when tracking is off.
+    ///
+    /// The corresponding ioctl is `IOMMU_TEST_CMD` (`IOMMU_TEST_OP_DIRTY`).
+    @discardableResult
+    public func mockMarkDirty(
+        _ hwpt: HWPTID, range: IOVARange, pageSize: PageSize, pageIndices: [Int]
+    ) throws(IOMMUFDError) -> UInt64 {
+        let pages = try Self.dirtyPageCount(range, pageSize)
+        var words = [UInt64](repeating: 0, count: (pages + 63) / 64)
+        for i in pageIndices {
+            guard i >= 0, i < pages else {
+                throw IOMMUFDError(.mockIOMMU, reason: .invalidArgument("page \(i) is outside the \(pages) pages of \(range)"))
+            }
+            words[i / 64] |= 1 << UInt64(i % 64)
+        }
+        var cmd = makeCommand(cio_iommu_test_cmd.self)
+        cmd.op = CIO_IOMMU_TEST_OP_DIRTY
+        cmd.id = hwpt.rawValue
+        cmd.dirty.iova = range.first.rawValue
+        cmd.dirty.length = range.length ?? 0
+        cmd.dirty.page_size = pageSize.bytes
+        let r: Result<Void, IOMMUFDError> = words.withUnsafeMutableBytes { b in
+            cmd.dirty.uptr = UInt64(UInt(bitPattern: b.baseAddress))
+            return withUnsafeMutableBytes(of: &cmd) { ioctl(.testCommand, buffer: $0.baseAddress!, .mockIOMMU) }
+        }
+        try r.get()
+        return cmd.dirty.out_nr_dirty
+    }
+
+    /// Asks the kernel whether IOTLB entry `entry` (0...3) of a mock nested HWPT holds `value`.
+    /// Throws `EINVAL` when it does not, `ENOENT` when `hwpt` is not a nested HWPT.
+    ///
+    /// The corresponding ioctl is `IOMMU_TEST_CMD` (`IOMMU_TEST_OP_MD_CHECK_IOTLB`).
+    public func mockCheckIOTLB(_ hwpt: HWPTID, entry: Int, equals value: UInt32) throws(IOMMUFDError) {
+        guard entry >= 0, entry <= Int(CIO_MOCK_NESTED_DOMAIN_IOTLB_ID_MAX) else {
+            throw IOMMUFDError(.mockIOMMU, reason: .invalidArgument("IOTLB entry \(entry) is outside 0...\(CIO_MOCK_NESTED_DOMAIN_IOTLB_ID_MAX)"))
+        }
+        var cmd = makeCommand(cio_iommu_test_cmd.self)
+        cmd.op = CIO_IOMMU_TEST_OP_MD_CHECK_IOTLB
+        cmd.id = hwpt.rawValue
+        cmd.check_iotlb.id = UInt32(entry)
+        cmd.check_iotlb.iotlb = value
+        try ioctl(.testCommand, &cmd, .mockIOMMU)
+    }
+
+    /// Asks the kernel whether cache entry `entry` (0...3) of a mock device holds `value`.
+    /// Throws `EINVAL` when it does not.
+    ///
+    /// The corresponding ioctl is `IOMMU_TEST_CMD` (`IOMMU_TEST_OP_DEV_CHECK_CACHE`).
+    public func mockCheckDeviceCache(_ device: DeviceID, entry: Int, equals value: UInt32) throws(IOMMUFDError) {
+        guard entry >= 0, entry <= Int(CIO_MOCK_DEV_CACHE_ID_MAX) else {
+            throw IOMMUFDError(.mockIOMMU, reason: .invalidArgument("cache entry \(entry) is outside 0...\(CIO_MOCK_DEV_CACHE_ID_MAX)"))
+        }
+        var cmd = makeCommand(cio_iommu_test_cmd.self)
+        cmd.op = CIO_IOMMU_TEST_OP_DEV_CHECK_CACHE
+        cmd.id = device.rawValue
+        cmd.check_dev_cache.id = UInt32(entry)
+        cmd.check_dev_cache.cache = value
+        try ioctl(.testCommand, &cmd, .mockIOMMU)
+    }
+
+    /// Makes a mock device report an I/O page fault (a page request, last of its group) to the
+    /// fault queue of the HWPT it is attached to.
+    ///
+    /// The corresponding ioctl is `IOMMU_TEST_CMD` (`IOMMU_TEST_OP_TRIGGER_IOPF`).
+    public func mockTriggerPageFault(
+        device: DeviceID, pasid: UInt32 = 0, groupID: UInt32, permissions: PageFaultPermissions, address: UInt64
+    ) throws(IOMMUFDError) {
+        var cmd = makeCommand(cio_iommu_test_cmd.self)
+        cmd.op = CIO_IOMMU_TEST_OP_TRIGGER_IOPF
+        cmd.trigger_iopf.dev_id = device.rawValue
+        cmd.trigger_iopf.pasid = pasid
+        cmd.trigger_iopf.grpid = groupID
+        cmd.trigger_iopf.perm = permissions.rawValue
+        cmd.trigger_iopf.addr = address
+        try ioctl(.testCommand, &cmd, .mockIOMMU)
+    }
+
+    /// Makes a mock device raise one vEVENT (its virtual id) on its vIOMMU's selftest event
+    /// queue. Throws `ENOENT` when the device has no vDEVICE or is not attached to a nested
+    /// HWPT of the vIOMMU.
+    ///
+    /// The corresponding ioctl is `IOMMU_TEST_CMD` (`IOMMU_TEST_OP_TRIGGER_VEVENT`).
+    public func mockTriggerVEvent(device: DeviceID) throws(IOMMUFDError) {
+        var cmd = makeCommand(cio_iommu_test_cmd.self)
+        cmd.op = CIO_IOMMU_TEST_OP_TRIGGER_VEVENT
+        cmd.trigger_vevent.dev_id = device.rawValue
+        try ioctl(.testCommand, &cmd, .mockIOMMU)
+    }
+
+    /// Attaches PASID `pasid` of a mock device to a page table (or replaces it when already
+    /// attached and `replace` is set).
+    ///
+    /// - Returns: The HWPT now in use (auto-allocated for an IOAS).
+    ///
+    /// The corresponding ioctl is `IOMMU_TEST_CMD` (`IOMMU_TEST_OP_PASID_ATTACH` / `_REPLACE`).
+    @discardableResult
+    public func mockAttachPASID(
+        _ device: MockDevice, pasid: UInt32, to pageTable: PageTableID, replace: Bool = false
+    ) throws(IOMMUFDError) -> HWPTID {
+        var cmd = makeCommand(cio_iommu_test_cmd.self)
+        cmd.op = replace ? CIO_IOMMU_TEST_OP_PASID_REPLACE : CIO_IOMMU_TEST_OP_PASID_ATTACH
+        cmd.id = device.selftestID
+        cmd.pasid_attach.pasid = pasid
+        cmd.pasid_attach.pt_id = pageTable.rawValue
+        try ioctl(.testCommand, &cmd, .mockIOMMU)
+        return HWPTID(cmd.pasid_attach.pt_id)
+    }
+
+    /// Detaches PASID `pasid` of a mock device.
+    ///
+    /// The corresponding ioctl is `IOMMU_TEST_CMD` (`IOMMU_TEST_OP_PASID_DETACH`).
+    public func mockDetachPASID(_ device: MockDevice, pasid: UInt32) throws(IOMMUFDError) {
+        var cmd = makeCommand(cio_iommu_test_cmd.self)
+        cmd.op = CIO_IOMMU_TEST_OP_PASID_DETACH
+        cmd.id = device.selftestID
+        cmd.pasid_detach.pasid = pasid
+        try ioctl(.testCommand, &cmd, .mockIOMMU)
+    }
+
+    /// Asks the kernel whether PASID `pasid` of a mock device is attached to `hwpt` (`nil`:
+    /// detached). Throws `EINVAL` when it is not.
+    ///
+    /// The corresponding ioctl is `IOMMU_TEST_CMD` (`IOMMU_TEST_OP_PASID_CHECK_HWPT`).
+    public func mockCheckPASID(_ device: MockDevice, pasid: UInt32, attachedTo hwpt: HWPTID?) throws(IOMMUFDError) {
+        var cmd = makeCommand(cio_iommu_test_cmd.self)
+        cmd.op = CIO_IOMMU_TEST_OP_PASID_CHECK_HWPT
+        cmd.id = device.selftestID
+        cmd.pasid_check.pasid = pasid
+        cmd.pasid_check.hwpt_id = hwpt?.rawValue ?? 0
+        try ioctl(.testCommand, &cmd, .mockIOMMU)
+    }
 }
 
 extension IOMMUFDError.Operation {

@@ -1,0 +1,105 @@
+import CIOMMUFD
+
+/// Dirty bits of an IOVA range: bit `i` stands for the page at `range.first + i * pageSize`.
+public struct DirtyBitmap: Hashable, Sendable {
+    public let range: IOVARange
+    public let pageSize: PageSize
+    /// The bits as the kernel wrote them, 64 pages a word, lowest bit first.
+    public let words: [UInt64]
+
+    /// Pages in the range.
+    public var pageCount: Int { Int((range.length ?? 0) >> UInt64(pageSize.shift)) }
+
+    /// Whether the page holding `iova` is dirty; false outside the range.
+    public func isDirty(_ iova: IOVA) -> Bool {
+        guard range.contains(iova) else { return false }
+        let i = Int(iova.distance(from: range.first) >> UInt64(pageSize.shift))
+        return words[i / 64] >> UInt64(i % 64) & 1 == 1
+    }
+
+    /// Indices of the dirty pages, in order.
+    public var dirtyPageIndices: [Int] {
+        (0..<pageCount).filter { words[$0 / 64] >> UInt64($0 % 64) & 1 == 1 }
+    }
+}
+
+extension IOMMUFD {
+    /// Starts or stops dirty tracking on a HWPT allocated with ``HWPTAllocationFlags/dirtyTracking``.
+    /// Starting clears any dirty bits the IOMMU set before.
+    ///
+    /// - Throws: ``IOMMUFDError``; `EOPNOTSUPP` when the HWPT cannot track, `ENOENT` for an
+    ///   unknown or non-paging HWPT.
+    ///
+    /// The corresponding ioctl is `IOMMU_HWPT_SET_DIRTY_TRACKING`.
+    public func setDirtyTracking(_ enabled: Bool, for hwpt: HWPTID) throws(IOMMUFDError) {
+        var cmd = makeCommand(cio_iommu_hwpt_set_dirty_tracking.self)
+        cmd.hwpt_id = hwpt.rawValue
+        cmd.flags = enabled ? CIO_IOMMU_HWPT_DIRTY_TRACKING_ENABLE : 0
+        try ioctl(.hwptSetDirtyTracking, &cmd, .setDirtyTracking)
+    }
+
+    /// Reads the dirty bits of `range` into a caller's buffer, one bit per `pageSize` page
+    /// (bit `i` for the page at `range.first + i * pageSize`), and by default clears them in
+    /// the IOMMU. Bits of clean pages are left as they were: pass a zeroed buffer.
+    ///
+    /// No allocation: the kernel writes straight into `bitmap`.
+    ///
+    /// - Parameters:
+    ///   - bitmap: At least `ceil(pages / 64)` 8-byte words, 8-byte aligned.
+    ///   - clear: Clear the bits read (`false` sets `IOMMU_HWPT_GET_DIRTY_BITMAP_NO_CLEAR`).
+    /// - Throws: ``IOMMUFDError`` before the call when `range` is not `pageSize`-aligned or
+    ///   the buffer is small or misaligned; from the kernel `EINVAL` when the range is not
+    ///   aligned to the IOAS's IOVA alignment, `ENOENT` for an unknown HWPT.
+    ///
+    /// The corresponding ioctl is `IOMMU_HWPT_GET_DIRTY_BITMAP`.
+    public func dirtyBitmap(
+        of hwpt: HWPTID, range: IOVARange, pageSize: PageSize, clear: Bool = true,
+        into bitmap: UnsafeMutableRawBufferPointer
+    ) throws(IOMMUFDError) {
+        let pages = try Self.dirtyPageCount(range, pageSize)
+        let need = (pages + 63) / 64 * 8
+        guard let base = bitmap.baseAddress, bitmap.count >= need, UInt(bitPattern: base) % 8 == 0 else {
+            throw IOMMUFDError(.dirtyBitmap, request: .hwptGetDirtyBitmap,
+                               reason: .invalidArgument("the bitmap needs \(need) bytes, 8-byte aligned; got \(bitmap.count)"))
+        }
+        var cmd = makeCommand(cio_iommu_hwpt_get_dirty_bitmap.self)
+        cmd.hwpt_id = hwpt.rawValue
+        cmd.flags = clear ? 0 : CIO_IOMMU_HWPT_GET_DIRTY_BITMAP_NO_CLEAR
+        cmd.iova = range.first.rawValue
+        cmd.length = range.length ?? 0
+        cmd.page_size = pageSize.bytes
+        cmd.data = UInt64(UInt(bitPattern: base))
+        try ioctl(.hwptGetDirtyBitmap, &cmd, .dirtyBitmap)
+    }
+
+    /// Reads the dirty bits of `range` into a new ``DirtyBitmap``; see
+    /// ``dirtyBitmap(of:range:pageSize:clear:into:)``.
+    ///
+    /// The corresponding ioctl is `IOMMU_HWPT_GET_DIRTY_BITMAP`.
+    public func dirtyBitmap(
+        of hwpt: HWPTID, range: IOVARange, pageSize: PageSize, clear: Bool = true
+    ) throws(IOMMUFDError) -> DirtyBitmap {
+        let pages = try Self.dirtyPageCount(range, pageSize)
+        var words = [UInt64](repeating: 0, count: (pages + 63) / 64)
+        try words.withUnsafeMutableBytes { b in
+            Result { () throws(IOMMUFDError) in try dirtyBitmap(of: hwpt, range: range, pageSize: pageSize, clear: clear, into: b) }
+        }.get()
+        return DirtyBitmap(range: range, pageSize: pageSize, words: words)
+    }
+
+    /// Pages of `pageSize` in `range`, checking alignment and a sane size (2^31 pages).
+    static func dirtyPageCount(_ range: IOVARange, _ pageSize: PageSize) throws(IOMMUFDError) -> Int {
+        let mask = pageSize.bytes - 1
+        guard let length = range.length, range.first.rawValue & mask == 0, length & mask == 0 else {
+            throw IOMMUFDError(.dirtyBitmap, request: .hwptGetDirtyBitmap,
+                               reason: .invalidRange(.misaligned(base: range.first.rawValue, length: range.length ?? 0,
+                                                                 alignment: pageSize.bytes)))
+        }
+        let pages = length >> UInt64(pageSize.shift)
+        guard pages <= 1 << 31 else {
+            throw IOMMUFDError(.dirtyBitmap, request: .hwptGetDirtyBitmap,
+                               reason: .invalidArgument("\(pages) pages is more than one bitmap call should cover"))
+        }
+        return Int(pages)
+    }
+}
