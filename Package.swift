@@ -29,8 +29,9 @@ let package = Package(
             swiftSettings: strict),
         // IO page-table formats: one walk/map/unmap algorithm, a description per format.
         .target(name: "IOPageTables", dependencies: ["IOMMUAddresses"], swiftSettings: strict),
-        // Decoded hardware capabilities and a guest platform's requirements checked against them.
-        .target(name: "IOMMUCapabilities", dependencies: ["IOMMUAddresses"], swiftSettings: strict),
+        // Decoded hardware capabilities (from IOMMU_GET_HW_INFO) and a guest platform's requirements
+        // checked against them.
+        .target(name: "IOMMUCapabilities", dependencies: ["IOMMUFD"], swiftSettings: strict),
 
         .testTarget(name: "ABITests", dependencies: ["CIOMMUFD"], swiftSettings: strict),
         .testTarget(name: "IOMMUFDTests", dependencies: ["IOMMUFD"], swiftSettings: strict),

@@ -1,1 +1,1 @@
-@_exported public import IOMMUAddresses
+@_exported public import IOMMUFD

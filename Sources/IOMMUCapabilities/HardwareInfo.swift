@@ -1,68 +1,7 @@
-/// The kind of vendor data `IOMMU_GET_HW_INFO` returned (`enum iommu_hw_info_type`).
-///
-/// An open set: a newer kernel may answer a value this module does not know; such data is kept
-/// raw in ``HardwareInfo/unknown(type:bytes:)``.
-public struct HardwareInfoType: RawRepresentable, Hashable, Sendable, CustomStringConvertible {
-    public let rawValue: UInt32
-    public init(rawValue: UInt32) { self.rawValue = rawValue }
-
-    /// The driver reports no vendor data (`IOMMU_HW_INFO_TYPE_NONE`).
-    public static let none = Self(rawValue: 0)
-    /// Intel VT-d capability and extended capability registers (`IOMMU_HW_INFO_TYPE_INTEL_VTD`).
-    public static let intelVTd = Self(rawValue: 1)
-    /// Arm SMMUv3 ID registers (`IOMMU_HW_INFO_TYPE_ARM_SMMUV3`).
-    public static let armSMMUv3 = Self(rawValue: 2)
-    /// NVIDIA Tegra241 CMDQV parameters (`IOMMU_HW_INFO_TYPE_TEGRA241_CMDQV`).
-    public static let tegra241CMDQV = Self(rawValue: 3)
-    /// AMD IOMMU extended feature registers (`IOMMU_HW_INFO_TYPE_AMD`).
-    public static let amd = Self(rawValue: 4)
-    /// The kernel's selftest mock IOMMU (`IOMMU_HW_INFO_TYPE_SELFTEST`, `CONFIG_IOMMUFD_TEST`).
-    public static let selftest = Self(rawValue: 0xfeed_beef)
-
-    public var description: String {
-        switch self {
-        case .none: "none"
-        case .intelVTd: "intel-vtd"
-        case .armSMMUv3: "arm-smmuv3"
-        case .tegra241CMDQV: "tegra241-cmdqv"
-        case .amd: "amd"
-        case .selftest: "selftest"
-        default: "type 0x" + String(rawValue, radix: 16)
-        }
-    }
-}
-
-/// Generic capability bits of `iommu_hw_info.out_capabilities` (`enum iommufd_hw_capabilities`).
-public struct HardwareCapabilities: OptionSet, Hashable, Sendable, CustomStringConvertible {
-    public let rawValue: UInt64
-    public init(rawValue: UInt64) { self.rawValue = rawValue }
-
-    /// The kernel can track dirty IOPTEs for this device (`IOMMU_HW_CAP_DIRTY_TRACKING`).
-    public static let dirtyTracking = Self(rawValue: 1 << 0)
-    /// PCI PASID execute permission (`IOMMU_HW_CAP_PCI_PASID_EXEC`); meaningless without PASID bits.
-    public static let pasidExecute = Self(rawValue: 1 << 1)
-    /// PCI PASID privileged mode (`IOMMU_HW_CAP_PCI_PASID_PRIV`); meaningless without PASID bits.
-    public static let pasidPrivileged = Self(rawValue: 1 << 2)
-    /// ATS cannot be used on this device (`IOMMU_HW_CAP_PCI_ATS_NOT_SUPPORTED`); its absence allows ATS.
-    public static let atsNotSupported = Self(rawValue: 1 << 3)
-
-    private static let names: [(Self, String)] = [
-        (.dirtyTracking, "dirty-tracking"), (.pasidExecute, "pasid-exec"),
-        (.pasidPrivileged, "pasid-priv"), (.atsNotSupported, "ats-not-supported"),
-    ]
-
-    public var description: String {
-        var parts = Self.names.filter { contains($0.0) }.map(\.1)
-        let unknown = rawValue & ~Self.names.reduce(0) { $0 | $1.0.rawValue }
-        if unknown != 0 { parts.append("0x" + String(unknown, radix: 16)) }
-        return "[" + parts.joined(separator: ", ") + "]"
-    }
-}
-
 /// Why vendor data from `IOMMU_GET_HW_INFO` could not be decoded.
 public enum HardwareInfoDecodingError: Error, Hashable, Sendable, CustomStringConvertible {
     /// Fewer bytes than the type's structure needs.
-    case truncated(type: HardwareInfoType, expected: Int, got: Int)
+    case truncated(type: HardwareInfoKind, expected: Int, got: Int)
 
     public var description: String {
         switch self {
@@ -85,7 +24,7 @@ struct LittleEndianBytes {
     }
 
     /// Throws ``HardwareInfoDecodingError/truncated(type:expected:got:)`` when shorter than `size`.
-    func require(_ size: Int, for type: HardwareInfoType) throws(HardwareInfoDecodingError) {
+    func require(_ size: Int, for type: HardwareInfoKind) throws(HardwareInfoDecodingError) {
         guard bytes.count >= size else { throw .truncated(type: type, expected: size, got: bytes.count) }
     }
 }
@@ -119,7 +58,7 @@ public enum HardwareInfo: Hashable, Sendable {
     case unknown(type: UInt32, bytes: [UInt8])
 
     /// The type this data decodes.
-    public var type: HardwareInfoType {
+    public var type: HardwareInfoKind {
         switch self {
         case .none: .none
         case .intelVTd: .intelVTd
@@ -127,7 +66,7 @@ public enum HardwareInfo: Hashable, Sendable {
         case .tegra241CMDQV: .tegra241CMDQV
         case .amd: .amd
         case .selftest: .selftest
-        case .unknown(let type, _): HardwareInfoType(rawValue: type)
+        case .unknown(let type, _): HardwareInfoKind(rawValue: type)
         }
     }
 
@@ -138,7 +77,7 @@ public enum HardwareInfo: Hashable, Sendable {
     /// - Throws: ``HardwareInfoDecodingError/truncated(type:expected:got:)`` when `data` is shorter
     ///   than the type's structure. Type `none` and unknown types never throw.
     public init(type rawType: UInt32, data: some Collection<UInt8>) throws(HardwareInfoDecodingError) {
-        let type = HardwareInfoType(rawValue: rawType)
+        let type = HardwareInfoKind(rawValue: rawType)
         let r = LittleEndianBytes(bytes: Array(data))
         switch type {
         case .none:
@@ -183,11 +122,11 @@ public struct HardwareInfoReport: Hashable, Sendable {
     /// The decoded vendor data (`out_data_type` plus the `data_uptr` buffer).
     public var info: HardwareInfo
     /// Generic capability bits (`out_capabilities`).
-    public var capabilities: HardwareCapabilities
+    public var capabilities: IOMMUHardwareCapabilities
     /// PASID width usable by this device; 0 means no PASID (`out_max_pasid_log2`).
     public var maxPASIDLog2: UInt8
 
-    public init(info: HardwareInfo, capabilities: HardwareCapabilities, maxPASIDLog2: UInt8) {
+    public init(info: HardwareInfo, capabilities: IOMMUHardwareCapabilities, maxPASIDLog2: UInt8) {
         self.info = info
         self.capabilities = capabilities
         self.maxPASIDLog2 = maxPASIDLog2
@@ -205,8 +144,15 @@ public struct HardwareInfoReport: Hashable, Sendable {
         type: UInt32, data: some Collection<UInt8>, capabilities: UInt64, maxPASIDLog2: UInt8
     ) throws(HardwareInfoDecodingError) {
         self.info = try HardwareInfo(type: type, data: data)
-        self.capabilities = HardwareCapabilities(rawValue: capabilities)
+        self.capabilities = IOMMUHardwareCapabilities(rawValue: capabilities)
         self.maxPASIDLog2 = maxPASIDLog2
+    }
+
+    /// Decodes the answer of ``IOMMUFD/IOMMUFD/hardwareInfo(of:requesting:capacity:)``.
+    /// - Throws: ``HardwareInfoDecodingError`` when the data is too short for its type.
+    public init(_ raw: RawHardwareInfo) throws(HardwareInfoDecodingError) {
+        try self.init(type: raw.type.rawValue, data: raw.data, capabilities: raw.capabilities.rawValue,
+                      maxPASIDLog2: raw.maxPASIDLog2)
     }
 
     /// As ``init(type:data:capabilities:maxPASIDLog2:)`` with the data buffer as raw memory.

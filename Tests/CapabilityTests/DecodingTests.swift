@@ -142,7 +142,7 @@ let nestingVTd = VTdHardwareInfo(
         #expect(report.info == .intelVTd(VTdHardwareInfo(cap: qemuCap, ecap: qemuEcap, flags: .erratum772415)))
         #expect(report.info.type == .intelVTd)
         #expect(report.capabilities == .atsNotSupported)
-        #expect(report.capabilities.description == "[ats-not-supported]")
+        #expect(report.capabilities.description == "[atsNotSupported]")
         let caps = IOMMUCapabilities(report: report)
         #expect(!caps.ats && caps.pasidBits == 0 && !caps.dirtyTracking)
     }
@@ -156,7 +156,7 @@ let nestingVTd = VTdHardwareInfo(
     @Test(arguments: [(UInt32(1), 24), (2, 40), (3, 8), (4, 16), (0xfeed_beef, 8)])
     func truncated(type: UInt32, size: Int) {
         for n in [0, size - 1] {
-            #expect(throws: HardwareInfoDecodingError.truncated(type: HardwareInfoType(rawValue: type), expected: size, got: n)) {
+            #expect(throws: HardwareInfoDecodingError.truncated(type: HardwareInfoKind(rawValue: type), expected: size, got: n)) {
                 try HardwareInfo(type: type, data: [UInt8](repeating: 0xff, count: n))
             }
         }
@@ -173,7 +173,7 @@ let nestingVTd = VTdHardwareInfo(
     @Test func unknownAndNone() throws {
         #expect(try HardwareInfo(type: 0, data: []) == HardwareInfo.none)
         #expect(try HardwareInfo(type: 77, data: [1, 2, 3]) == .unknown(type: 77, bytes: [1, 2, 3]))
-        #expect(HardwareInfoType(rawValue: 77).description == "type 0x4d")
+        #expect(HardwareInfoKind(rawValue: 77).description == "HardwareInfoKind(0x4d)")
         let caps = IOMMUCapabilities(report: try HardwareInfoReport(type: 77, data: [9], capabilities: 1, maxPASIDLog2: 8))
         #expect(caps.kind == .unknown && caps.inputAddressBits == 0 && caps.dirtyTracking && caps.pasidBits == 8)
     }
@@ -191,8 +191,8 @@ let nestingVTd = VTdHardwareInfo(
     }
 
     @Test func capabilityDescription() {
-        #expect(HardwareCapabilities(rawValue: 0x7).description == "[dirty-tracking, pasid-exec, pasid-priv]")
-        #expect(HardwareCapabilities(rawValue: 0x30).description == "[0x30]")
+        #expect(IOMMUHardwareCapabilities(rawValue: 0x7).description == "[dirtyTracking, pasidExecute, pasidPrivileged]")
+        #expect(IOMMUHardwareCapabilities(rawValue: 0x30).description == "[0x30]")
     }
 }
 

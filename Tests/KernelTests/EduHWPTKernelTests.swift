@@ -39,8 +39,7 @@ struct EduHWPTKernelTests {
         #expect(raw.type == .intelVTd)
         #expect(raw.kernelDataLength == VTdHardwareInfo.size)
         #expect(raw.data.count == VTdHardwareInfo.size)
-        let report = try HardwareInfoReport(type: raw.type.rawValue, data: raw.data,
-                                            capabilities: raw.capabilities.rawValue, maxPASIDLog2: raw.maxPASIDLog2)
+        let report = try HardwareInfoReport(raw)
         guard case .intelVTd(let vtd) = report.info else {
             Issue.record("not decoded as VT-d: \(report.info)")
             return

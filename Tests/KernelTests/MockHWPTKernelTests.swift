@@ -12,8 +12,7 @@ struct MockHWPTKernelTests {
         let ioas = try fd.allocateIOAS()
         let mock = try fd.addMockDevice(to: PageTableID(ioas))
         let info = try fd.hardwareInfo(of: mock.device)
-        let report = try HardwareInfoReport(type: info.type.rawValue, data: info.data,
-                                            capabilities: info.capabilities.rawValue, maxPASIDLog2: info.maxPASIDLog2)
+        let report = try HardwareInfoReport(info)
         print("mock hw_info: \(info.type), \(report)")
         #expect(info.type == .selftest)
         #expect(info.capabilities.contains(.dirtyTracking))
