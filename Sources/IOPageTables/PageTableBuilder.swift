@@ -121,8 +121,8 @@ public struct PageTableBuilder<Format: PageTableFormat, Memory: WritableGuestMem
         guard input.isAligned(to: size), output.isAligned(to: size) else {
             throw .misaligned(input: input, output: output, size: size)
         }
-        guard (output.rawValue | (size.bytes - 1)) <= lowMask(format.outputBits) else { throw .outputBeyondWidth(output) }
         let s = Int(size.shift)
+        guard (output.rawValue | (size.bytes - 1)) <= lowMask(format.outputBits(leafShift: s)) else { throw .outputBeyondWidth(output) }
         guard let level = (0...format.topLevel).first(where: { format.leafSizes(level: $0) & bit(s) != 0 }) else {
             throw .unsupportedLeafSize(size)
         }

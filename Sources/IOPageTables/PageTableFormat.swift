@@ -62,6 +62,8 @@ public protocol PageTableFormat: Sendable, Hashable {
     /// Decodes a raw entry (4-byte entries are zero-extended) found at `level`.
     func decode(_ entry: UInt64, level: Int) -> DecodedEntry
 
+    /// Output bits a leaf of `2^sizeShift` bytes can hold (v7s: only supersections pass 32 bits).
+    func outputBits(leafShift sizeShift: Int) -> Int
     /// Leaf sizes a map may install at `level`, as a bitmap (bit n: 2^n bytes).
     func leafSizes(level: Int) -> UInt64
     /// Whether a leaf can carry exactly `permissions`.
@@ -73,6 +75,8 @@ public protocol PageTableFormat: Sendable, Hashable {
 }
 
 extension PageTableFormat {
+    public func outputBits(leafShift sizeShift: Int) -> Int { outputBits }
+
     /// Input bits the whole table translates (up to 64).
     public var inputBits: Int { itemShift(level: topLevel) + indexBits(level: topLevel) }
 
