@@ -87,9 +87,19 @@ public struct GuestMemoryRegion: @unchecked Sendable {
 
 /// A read-only, bounds-checked view of guest-physical memory made of non-overlapping regions.
 ///
-/// Lookup is a binary search over the regions (one comparison for the common single region).
+/// Lookup is a binary search over the regions (one comparison for the common single region);
+/// a read touches no reference counts.
 public struct GuestMemoryView: GuestMemory, @unchecked Sendable {
     public let regions: [GuestMemoryRegion]
+    /// The regions' bounds and pointers, sorted, without their owners.
+    @usableFromInline let spans: [Span]
+
+    @usableFromInline
+    struct Span {
+        @usableFromInline let first: UInt64
+        @usableFromInline let last: UInt64
+        @usableFromInline let pointer: UnsafeRawPointer
+    }
 
     /// - Throws: ``GuestMemoryError/overlappingRegions(_:_:)`` when two regions overlap.
     public init(regions: [GuestMemoryRegion]) throws(GuestMemoryError) {
@@ -98,26 +108,34 @@ public struct GuestMemoryView: GuestMemory, @unchecked Sendable {
             throw .overlappingRegions(sorted[i - 1].base, sorted[i].base)
         }
         self.regions = sorted
+        self.spans = sorted.map { Span(first: $0.base.rawValue, last: $0.last, pointer: $0.pointer) }
     }
 
-    @inline(__always)
+    @inlinable @inline(__always)
     func pointer(_ address: GuestPhysicalAddress, size: UInt64) -> UnsafeRawPointer? {
         let a = address.rawValue
-        var lo = 0
-        var hi = regions.count
-        while hi - lo > 1 {
-            let mid = (lo + hi) / 2
-            if regions[mid].base.rawValue <= a { lo = mid } else { hi = mid }
+        return spans.withUnsafeBufferPointer { spans -> UnsafeRawPointer? in
+            var lo = 0
+            var hi = spans.count
+            while hi - lo > 1 {
+                let mid = (lo + hi) / 2
+                if spans[mid].first <= a { lo = mid } else { hi = mid }
+            }
+            guard lo < spans.count else { return nil }
+            let s = spans[lo]
+            let (end, overflow) = a.addingReportingOverflow(size - 1)
+            guard a >= s.first, !overflow, end <= s.last else { return nil }
+            return s.pointer + Int(a - s.first)
         }
-        guard lo < regions.count, let off = regions[lo].offset(of: a, size: size) else { return nil }
-        return regions[lo].pointer + off
     }
 
+    @inlinable
     public func load32(at address: GuestPhysicalAddress) -> UInt32? {
         guard let p = pointer(address, size: 4) else { return nil }
         return UInt32(littleEndian: p.loadUnaligned(as: UInt32.self))
     }
 
+    @inlinable
     public func load64(at address: GuestPhysicalAddress) -> UInt64? {
         guard let p = pointer(address, size: 8) else { return nil }
         return UInt64(littleEndian: p.loadUnaligned(as: UInt64.self))

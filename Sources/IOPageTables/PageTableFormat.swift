@@ -75,13 +75,15 @@ public protocol PageTableFormat: Sendable, Hashable {
 }
 
 extension PageTableFormat {
+    @inlinable
     public func outputBits(leafShift sizeShift: Int) -> Int { outputBits }
 
     /// Input bits the whole table translates (up to 64).
+    @inlinable
     public var inputBits: Int { itemShift(level: topLevel) + indexBits(level: topLevel) }
 
     /// Bytes of a table at `level` (also its required alignment).
-    @inline(__always)
+    @inlinable @inline(__always)
     public func tableBytes(level: Int) -> Int { entryBytes << indexBits(level: level) }
 
     /// Every leaf size the format can install, as a bitmap (bit n: 2^n bytes).
@@ -93,7 +95,7 @@ extension PageTableFormat {
 
     /// The span address (table-relative, `inputBits` wide) of an input address, or `nil` when the
     /// address is not one the table translates (above the width, or non-canonical).
-    @inline(__always)
+    @inlinable @inline(__always)
     public func spanAddress(of iova: IOVA) -> UInt64? {
         let bits = inputBits
         let v = iova.rawValue
@@ -110,7 +112,7 @@ extension PageTableFormat {
     }
 
     /// The input address of a span address (the inverse of ``spanAddress(of:)``).
-    @inline(__always)
+    @inlinable @inline(__always)
     public func inputAddress(ofSpan s: UInt64) -> IOVA {
         let bits = inputBits
         if bits >= 64 { return IOVA(s) }
@@ -136,9 +138,11 @@ extension PageTableFormat {
 
 /// One translation found by a walk: a whole leaf, huge and contiguous ones kept whole.
 public struct LeafExtent: Hashable, Sendable, CustomStringConvertible {
-    /// The input addresses the leaf translates (canonical form for sign-extended formats).
-    public var input: IOVARange
-    /// The output address of `input.first`.
+    /// The first input address the leaf translates (canonical form for sign-extended formats).
+    public var inputFirst: IOVA
+    /// The last input address the leaf translates.
+    public var inputLast: IOVA
+    /// The output address of `inputFirst`.
     public var output: GuestPhysicalAddress
     /// The leaf size (the whole contiguous run for contiguous/replicated entries).
     public var size: PageSize
@@ -148,12 +152,21 @@ public struct LeafExtent: Hashable, Sendable, CustomStringConvertible {
     public var level: Int
 
     public init(input: IOVARange, output: GuestPhysicalAddress, size: PageSize, permissions: Permissions, level: Int) {
-        self.input = input
+        self.init(inputFirst: input.first, inputLast: input.last, output: output, size: size, permissions: permissions, level: level)
+    }
+
+    @inlinable
+    init(inputFirst: IOVA, inputLast: IOVA, output: GuestPhysicalAddress, size: PageSize, permissions: Permissions, level: Int) {
+        self.inputFirst = inputFirst
+        self.inputLast = inputLast
         self.output = output
         self.size = size
         self.permissions = permissions
         self.level = level
     }
+
+    /// The input addresses the leaf translates.
+    public var input: IOVARange { try! IOVARange(first: inputFirst, last: inputLast) }
 
     public var description: String { "\(input) -> \(output) \(size) \(permissions) L\(level)" }
 }

@@ -45,7 +45,7 @@ public struct PageTableWalker<Format: PageTableFormat, Memory: GuestMemory> {
     /// Visits every leaf that intersects `range` (input addresses the table does not translate
     /// are skipped), stopping at the first malformed entry.
     /// - Throws: the first ``PageTableFault``; leaves before it were already visited.
-    @discardableResult
+    @inlinable @discardableResult
     public func walk(_ range: IOVARange = .all, visit: (LeafExtent) -> Void) throws(PageTableFault) -> WalkStatistics {
         try run(range, skip: false, onFault: { _ in }, visit: visit)
     }
@@ -53,7 +53,7 @@ public struct PageTableWalker<Format: PageTableFormat, Memory: GuestMemory> {
     /// Like ``walk(_:visit:)`` but a malformed entry is passed to `onFault` and skipped (its
     /// input range translates nothing); only an exhausted budget stops the walk.
     /// - Throws: a ``PageTableFault`` with reason ``PageTableFault/Reason/budgetExceeded``.
-    @discardableResult
+    @inlinable @discardableResult
     public func walk(_ range: IOVARange = .all, skippingFaults onFault: (PageTableFault) -> Void,
                      visit: (LeafExtent) -> Void) throws(PageTableFault) -> WalkStatistics {
         try run(range, skip: true, onFault: onFault, visit: visit)
@@ -80,14 +80,22 @@ public struct PageTableWalker<Format: PageTableFormat, Memory: GuestMemory> {
 
     // MARK: Engine
 
+    @usableFromInline
     struct State {
-        var entriesLeft: Int
-        var tablesLeft: Int
-        var stats = WalkStatistics()
-        var path = InlineArray<8, UInt64>(repeating: .max)
-        var depth = 0
+        @usableFromInline var entriesLeft: Int
+        @usableFromInline var tablesLeft: Int
+        @usableFromInline var stats = WalkStatistics()
+        @usableFromInline var path = InlineArray<8, UInt64>(repeating: .max)
+        @usableFromInline var depth = 0
+
+        @inlinable
+        init(entriesLeft: Int, tablesLeft: Int) {
+            self.entriesLeft = entriesLeft
+            self.tablesLeft = tablesLeft
+        }
     }
 
+    @inlinable
     func run(_ range: IOVARange, skip: Bool, onFault: (PageTableFault) -> Void,
              visit: (LeafExtent) -> Void) throws(PageTableFault) -> WalkStatistics {
         var state = State(entriesLeft: budget.maxEntries, tablesLeft: budget.maxTables)
@@ -112,12 +120,13 @@ public struct PageTableWalker<Format: PageTableFormat, Memory: GuestMemory> {
         return state.stats
     }
 
-    @inline(__always)
+    @inlinable @inline(__always)
     func load(_ address: UInt64) -> UInt64? {
         if format.entryBytes == 8 { return memory.load64(at: GuestPhysicalAddress(address)) }
         return memory.load32(at: GuestPhysicalAddress(address)).map { UInt64($0) }
     }
 
+    @inlinable
     func report(_ reason: PageTableFault.Reason, _ level: Int, _ table: UInt64, _ index: Int, _ entry: UInt64,
                 _ state: inout State, _ skip: Bool, _ onFault: (PageTableFault) -> Void) throws(PageTableFault) {
         let fault = PageTableFault(reason: reason, level: level, table: GuestPhysicalAddress(table), index: index, entry: entry)
@@ -126,6 +135,7 @@ public struct PageTableWalker<Format: PageTableFormat, Memory: GuestMemory> {
         onFault(fault)
     }
 
+    @inlinable
     func walkTable(_ table: UInt64, level: Int, tableBase: UInt64, first: UInt64, last: UInt64, allows: Permissions,
                    _ state: inout State, _ skip: Bool, _ onFault: (PageTableFault) -> Void,
                    _ visit: (LeafExtent) -> Void) throws(PageTableFault) {
@@ -231,7 +241,7 @@ public struct PageTableWalker<Format: PageTableFormat, Memory: GuestMemory> {
                     let spanLast = spanFirst &+ lowMask(leaf.sizeShift)
                     state.stats.leaves += 1
                     visit(LeafExtent(
-                        input: try! IOVARange(first: format.inputAddress(ofSpan: spanFirst), last: format.inputAddress(ofSpan: spanLast)),
+                        inputFirst: format.inputAddress(ofSpan: spanFirst), inputLast: format.inputAddress(ofSpan: spanLast),
                         output: GuestPhysicalAddress(base),
                         size: PageSize(shift: leaf.sizeShift),
                         permissions: leaf.permissions.intersection(allows),
