@@ -195,7 +195,7 @@ public struct PageTableWalker<Format: PageTableFormat, Memory: GuestMemory> {
                 }
             case .leaf(let leaf):
                 let runShift = leaf.sizeShift - shift
-                guard runShift >= 0, runShift <= indexBits else {
+                guard runShift >= 0, runShift <= indexBits, leaf.sizeShift < 64 else {
                     try report(.invalidPageSizeEncoding, level, table, i, raw, &state, skip, onFault)
                     i += 1
                     continue
