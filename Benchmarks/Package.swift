@@ -1,0 +1,20 @@
+// swift-tools-version: 6.1
+// Walk-rate benchmark for IOPageTables, with this machine's memory bandwidth beside it.
+// A plain executable timed with clock_gettime: it builds in seconds with no dependencies,
+// where ordo-one/package-benchmark pulls jemalloc and several packages for metrics this
+// measurement does not need. Run: swift run -c release WalkBenchmark
+import PackageDescription
+
+// A path dependency's identity is its directory's name (the checkout may not be called swift-iommufd).
+let rootPackage = String(#filePath.split(separator: "/").dropLast(2).last ?? "swift-iommufd").lowercased()
+
+let package = Package(
+    name: "IOPageTablesBenchmarks",
+    dependencies: [.package(path: "..")],
+    targets: [
+        .executableTarget(
+            name: "WalkBenchmark",
+            dependencies: [.product(name: "IOPageTables", package: rootPackage)]),
+    ],
+    swiftLanguageModes: [.v6]
+)

@@ -1,0 +1,79 @@
+/// x86-64 first-stage table: VT-d first stage (§3.6, entries §9.7) and AMD v2 / GCR3 guest
+/// tables (AMD IOMMU spec §2.2.6); the CPU's IA-32e paging layout.
+///
+/// P b0, R/W b1, U/S b2 (ANDed down the walk), PS b7 in PDE/PDPE (reserved above), PAT b12
+/// in large leaves (not an address bit), XD b63 (ORed). Inputs are canonical (sign-extended)
+/// unless `signExtended` is false (AMD v2 PASID 0 without sign extension).
+public struct X86FirstStage: PageTableFormat {
+    /// 4 (48-bit) or 5 (57-bit) levels.
+    public let levels: Int
+    /// MAXPHYADDR: output address bits (bits above are reserved).
+    public let outputBits: Int
+    public let signExtended: Bool
+    /// `CAP.FS1GP`: 1G leaves.
+    public let supports1G: Bool
+
+    public init(levels: Int = 4, outputBits: Int = 52, signExtended: Bool = true, supports1G: Bool = true) throws(FormatConfigurationError) {
+        guard levels == 4 || levels == 5 else { throw FormatConfigurationError("x86 first stage has 4 or 5 levels") }
+        guard (32...52).contains(outputBits) else { throw FormatConfigurationError("x86 physical address width must be 32...52 bits") }
+        self.levels = levels
+        self.outputBits = outputBits
+        self.signExtended = signExtended
+        self.supports1G = supports1G
+    }
+
+    static let present: UInt64 = 1 << 0
+    static let writable: UInt64 = 1 << 1
+    static let user: UInt64 = 1 << 2
+    static let accessed: UInt64 = 1 << 5
+    static let dirty: UInt64 = 1 << 6
+    static let pageSize: UInt64 = 1 << 7
+    static let executeDisable: UInt64 = 1 << 63
+    static let address = bitField(51, 12)
+
+    public var topLevel: Int { levels - 1 }
+    public var entryBytes: Int { 8 }
+    public var inputExtension: InputExtension { signExtended ? .signExtended : .zero }
+    public func itemShift(level: Int) -> Int { 12 + 9 * level }
+    public func indexBits(level: Int) -> Int { 9 }
+
+    public func decode(_ e: UInt64, level: Int) -> DecodedEntry {
+        guard e & Self.present != 0 else { return .empty }
+        var addr = e & Self.address
+        guard addr >> UInt64(outputBits) == 0 else { return .fault(.outputBeyondWidth) }
+        let ps = level > 0 && e & Self.pageSize != 0
+        if ps && (level >= 3 || (level == 2 && !supports1G)) { return .fault(.reservedBitsSet) }
+        var p: Permissions = .read
+        if e & Self.writable != 0 { p.insert(.write) }
+        if e & Self.user != 0 { p.insert(.user) }
+        if e & Self.executeDisable == 0 { p.insert(.execute) }
+        if level == 0 || ps {
+            if ps {
+                // Bit 12 is PAT; bits itemShift-1 ... 13 are reserved.
+                guard e & bitField(itemShift(level: level) - 1, 13) == 0 else { return .fault(.reservedBitsSet) }
+                addr &= ~bit(12)
+            }
+            return .leaf(DecodedLeaf(output: addr, sizeShift: itemShift(level: level), permissions: p, replicasShareOutput: true))
+        }
+        return .table(GuestPhysicalAddress(addr), nextLevel: level - 1, allows: p)
+    }
+
+    public func leafSizes(level: Int) -> UInt64 {
+        level == 0 || level == 1 || (level == 2 && supports1G) ? bit(itemShift(level: level)) : 0
+    }
+
+    public func canExpress(_ p: Permissions) -> Bool { p.contains(.read) }
+
+    public func encodeLeaf(output: UInt64, sizeShift: Int, level: Int, permissions: Permissions, replica: Int) -> UInt64 {
+        var e = (output & Self.address) | Self.present | Self.accessed
+        if permissions.contains(.write) { e |= Self.writable | Self.dirty }
+        if permissions.contains(.user) { e |= Self.user }
+        if !permissions.contains(.execute) { e |= Self.executeDisable }
+        if level > 0 { e |= Self.pageSize }
+        return e
+    }
+
+    public func encodeTable(_ table: GuestPhysicalAddress, level: Int) -> UInt64 {
+        (table.rawValue & Self.address) | Self.present | Self.writable | Self.user | Self.accessed
+    }
+}

@@ -1,0 +1,261 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+#if canImport(Glibc)
+/// glibc's `memfd_create`, which Swift's Glibc module hides behind `_GNU_SOURCE`.
+private let memfdCreate: (@convention(c) (UnsafePointer<CChar>, UInt32) -> Int32)? = {
+    let handle = dlopen(nil, RTLD_NOW)
+    guard let symbol = dlsym(handle, "memfd_create") else { return nil }
+    return unsafeBitCast(symbol, to: (@convention(c) (UnsafePointer<CChar>, UInt32) -> Int32).self)
+}()
+#endif
+
+/// Read access to guest-physical memory, the only way the walker sees a guest's tables.
+///
+/// Reads are little-endian and bounds-checked: a read that is not wholly inside guest memory
+/// returns `nil`, never traps. Conformers must be cheap to call per entry (no allocation).
+public protocol GuestMemory {
+    /// The 4 bytes at `address`, little-endian; `nil` outside guest memory.
+    func load32(at address: GuestPhysicalAddress) -> UInt32?
+    /// The 8 bytes at `address`, little-endian; `nil` outside guest memory.
+    func load64(at address: GuestPhysicalAddress) -> UInt64?
+}
+
+/// Guest memory the builder may write page-table entries into.
+public protocol WritableGuestMemory: GuestMemory {
+    /// Stores `value` little-endian at `address`; `false` (and nothing written) outside memory.
+    func store32(_ value: UInt32, at address: GuestPhysicalAddress) -> Bool
+    /// Stores `value` little-endian at `address`; `false` (and nothing written) outside memory.
+    func store64(_ value: UInt64, at address: GuestPhysicalAddress) -> Bool
+}
+
+/// Why guest memory could not be set up.
+public enum GuestMemoryError: Error, Hashable, Sendable, CustomStringConvertible {
+    /// Two regions cover the same guest-physical byte.
+    case overlappingRegions(GuestPhysicalAddress, GuestPhysicalAddress)
+    /// A region would pass the end of the 64-bit guest-physical space, or has no bytes.
+    case invalidRegion(base: GuestPhysicalAddress, length: Int)
+    /// A system call failed; `errno` is the C errno.
+    case systemCall(String, errno: Int32)
+
+    public var description: String {
+        switch self {
+        case .overlappingRegions(let a, let b): "guest memory regions at \(a) and \(b) overlap"
+        case .invalidRegion(let b, let l): "invalid guest memory region \(b) + \(l) bytes"
+        case .systemCall(let name, let e): "\(name) failed: errno \(e)"
+        }
+    }
+}
+
+/// A run of guest-physical memory backed by host memory at `pointer`.
+///
+/// The region does not own the bytes: keep the mapping alive while the region is used
+/// (``MemfdGuestMemory/region`` keeps its owner alive for you through ``owner``).
+public struct GuestMemoryRegion: @unchecked Sendable {
+    public let base: GuestPhysicalAddress
+    public let length: Int
+    public let pointer: UnsafeRawPointer
+    /// Kept alive as long as the region is (the mapping's owner), if any.
+    public let owner: (any AnyObject & Sendable)?
+
+    /// A region of `length` bytes at guest-physical `base`, read from `pointer`.
+    /// - Throws: ``GuestMemoryError/invalidRegion(base:length:)`` for an empty region or one
+    ///   that passes 2^64.
+    public init(base: GuestPhysicalAddress, pointer: UnsafeRawPointer, length: Int,
+                owner: (any AnyObject & Sendable)? = nil) throws(GuestMemoryError) {
+        guard length > 0, base.rawValue.addingReportingOverflow(UInt64(length) - 1).overflow == false else {
+            throw .invalidRegion(base: base, length: length)
+        }
+        self.base = base
+        self.pointer = pointer
+        self.length = length
+        self.owner = owner
+    }
+
+    /// The last guest-physical byte of the region.
+    public var last: UInt64 { base.rawValue &+ UInt64(length) &- 1 }
+
+    /// Offset of `[address, address + size)` in the region, or `nil` if not wholly inside.
+    @inline(__always)
+    func offset(of address: UInt64, size: UInt64) -> Int? {
+        let off = address &- base.rawValue
+        guard address >= base.rawValue, off <= UInt64(length), UInt64(length) - off >= size else { return nil }
+        return Int(off)
+    }
+}
+
+/// A read-only, bounds-checked view of guest-physical memory made of non-overlapping regions.
+///
+/// Lookup is a binary search over the regions (one comparison for the common single region);
+/// a read touches no reference counts.
+public struct GuestMemoryView: GuestMemory, @unchecked Sendable {
+    public let regions: [GuestMemoryRegion]
+    /// The regions' bounds and pointers, sorted, without their owners.
+    @usableFromInline let spans: [Span]
+
+    @usableFromInline
+    struct Span {
+        @usableFromInline let first: UInt64
+        @usableFromInline let last: UInt64
+        @usableFromInline let pointer: UnsafeRawPointer
+    }
+
+    /// - Throws: ``GuestMemoryError/overlappingRegions(_:_:)`` when two regions overlap.
+    public init(regions: [GuestMemoryRegion]) throws(GuestMemoryError) {
+        let sorted = regions.sorted { $0.base < $1.base }
+        for i in sorted.indices.dropFirst() where sorted[i].base.rawValue <= sorted[i - 1].last {
+            throw .overlappingRegions(sorted[i - 1].base, sorted[i].base)
+        }
+        self.regions = sorted
+        self.spans = sorted.map { Span(first: $0.base.rawValue, last: $0.last, pointer: $0.pointer) }
+    }
+
+    @inlinable @inline(__always)
+    func pointer(_ address: GuestPhysicalAddress, size: UInt64) -> UnsafeRawPointer? {
+        let a = address.rawValue
+        return spans.withUnsafeBufferPointer { spans -> UnsafeRawPointer? in
+            var lo = 0
+            var hi = spans.count
+            while hi - lo > 1 {
+                let mid = (lo + hi) / 2
+                if spans[mid].first <= a { lo = mid } else { hi = mid }
+            }
+            guard lo < spans.count else { return nil }
+            let s = spans[lo]
+            let (end, overflow) = a.addingReportingOverflow(size - 1)
+            guard a >= s.first, !overflow, end <= s.last else { return nil }
+            return s.pointer + Int(a - s.first)
+        }
+    }
+
+    @inlinable
+    public func load32(at address: GuestPhysicalAddress) -> UInt32? {
+        guard let p = pointer(address, size: 4) else { return nil }
+        return UInt32(littleEndian: p.loadUnaligned(as: UInt32.self))
+    }
+
+    @inlinable
+    public func load64(at address: GuestPhysicalAddress) -> UInt64? {
+        guard let p = pointer(address, size: 8) else { return nil }
+        return UInt64(littleEndian: p.loadUnaligned(as: UInt64.self))
+    }
+}
+
+/// Writable guest memory over one caller-provided buffer at guest-physical `base`.
+///
+/// The buffer is not owned: the caller keeps it alive and does not share it across threads
+/// while the builder writes.
+public struct MutableGuestMemoryBuffer: WritableGuestMemory, @unchecked Sendable {
+    public let base: GuestPhysicalAddress
+    public let buffer: UnsafeMutableRawBufferPointer
+
+    public init(base: GuestPhysicalAddress, buffer: UnsafeMutableRawBufferPointer) {
+        self.base = base
+        self.buffer = buffer
+    }
+
+    @inline(__always)
+    func pointer(_ address: GuestPhysicalAddress, size: Int) -> UnsafeMutableRawPointer? {
+        let off = address.rawValue &- base.rawValue
+        guard address >= base, off <= UInt64(buffer.count), UInt64(buffer.count) - off >= UInt64(size),
+              let start = buffer.baseAddress else { return nil }
+        return start + Int(off)
+    }
+
+    public func load32(at address: GuestPhysicalAddress) -> UInt32? {
+        pointer(address, size: 4).map { UInt32(littleEndian: $0.loadUnaligned(as: UInt32.self)) }
+    }
+    public func load64(at address: GuestPhysicalAddress) -> UInt64? {
+        pointer(address, size: 8).map { UInt64(littleEndian: $0.loadUnaligned(as: UInt64.self)) }
+    }
+    public func store32(_ value: UInt32, at address: GuestPhysicalAddress) -> Bool {
+        guard let p = pointer(address, size: 4) else { return false }
+        p.storeBytes(of: value.littleEndian, as: UInt32.self)
+        return true
+    }
+    public func store64(_ value: UInt64, at address: GuestPhysicalAddress) -> Bool {
+        guard let p = pointer(address, size: 8) else { return false }
+        p.storeBytes(of: value.littleEndian, as: UInt64.self)
+        return true
+    }
+
+    /// A read-only region over the same bytes, for a ``GuestMemoryView``.
+    public var region: GuestMemoryRegion {
+        // A buffer with no base address has no bytes; the throwing init rejects it.
+        try! GuestMemoryRegion(base: base, pointer: UnsafeRawPointer(buffer.baseAddress!), length: buffer.count)
+    }
+}
+
+#if canImport(Glibc)
+/// Guest memory in a memfd, mapped read-only into this process; unmapped and closed on deinit.
+///
+/// Create it empty (``init(name:length:)``) and fill it with ``write(_:at:)`` (pwrite), or adopt
+/// an existing guest-memory fd (``init(adopting:offset:length:)``). ``region`` places it in
+/// guest-physical space for a ``GuestMemoryView``. The corresponding C functions are
+/// `memfd_create(2)`, `ftruncate(2)`, `mmap(2)` and `pwrite(2)`.
+public final class MemfdGuestMemory: @unchecked Sendable {
+    /// The memfd (owned: closed on deinit).
+    public let fileDescriptor: Int32
+    public let length: Int
+    private let mapping: UnsafeMutableRawPointer
+
+    /// A new zero-filled memfd of `length` bytes, mapped read-only.
+    /// - Throws: ``GuestMemoryError/systemCall(_:errno:)`` naming the failing call.
+    public convenience init(name: String, length: Int) throws(GuestMemoryError) {
+        guard let create = memfdCreate else { throw .systemCall("memfd_create", errno: ENOSYS) }
+        let fd = create(name, 1 /* MFD_CLOEXEC */)
+        guard fd >= 0 else { throw .systemCall("memfd_create", errno: errno) }
+        guard ftruncate(fd, off_t(length)) == 0 else {
+            let e = errno
+            close(fd)
+            throw .systemCall("ftruncate", errno: e)
+        }
+        try self.init(adopting: fd, offset: 0, length: length)
+    }
+
+    /// Maps `length` bytes of `fd` from `offset` read-only and takes ownership of `fd`
+    /// (closed on deinit, also when this throws).
+    public init(adopting fd: Int32, offset: Int, length: Int) throws(GuestMemoryError) {
+        guard length > 0 else {
+            close(fd)
+            throw .invalidRegion(base: GuestPhysicalAddress(0), length: length)
+        }
+        let p = mmap(nil, length, PROT_READ, MAP_SHARED, fd, off_t(offset))
+        guard let p, p != MAP_FAILED else {
+            let e = errno
+            close(fd)
+            throw .systemCall("mmap", errno: e)
+        }
+        self.fileDescriptor = fd
+        self.length = length
+        self.mapping = p
+    }
+
+    deinit {
+        munmap(mapping, length)
+        close(fileDescriptor)
+    }
+
+    /// Writes `bytes` at byte `offset` of the memfd (visible through the read-only mapping).
+    public func write(_ bytes: UnsafeRawBufferPointer, at offset: Int) throws(GuestMemoryError) {
+        guard offset >= 0, offset <= length, bytes.count <= length - offset else {
+            throw .invalidRegion(base: GuestPhysicalAddress(UInt64(max(offset, 0))), length: bytes.count)
+        }
+        var done = 0
+        while done < bytes.count {
+            let n = pwrite(fileDescriptor, bytes.baseAddress! + done, bytes.count - done, off_t(offset + done))
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw .systemCall("pwrite", errno: errno)
+            }
+            done += n
+        }
+    }
+
+    /// The mapping placed at guest-physical `base`; the region keeps this owner alive.
+    public func region(at base: GuestPhysicalAddress) throws(GuestMemoryError) -> GuestMemoryRegion {
+        try GuestMemoryRegion(base: base, pointer: UnsafeRawPointer(mapping), length: length, owner: self)
+    }
+}
+#endif

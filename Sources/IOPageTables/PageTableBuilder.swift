@@ -1,0 +1,304 @@
+/// Hands out guest-physical memory for new tables; supplied by the caller.
+public protocol TablePageAllocator {
+    /// `bytes` bytes aligned to `alignment` (both powers of two), or `nil` when exhausted.
+    /// The builder zeroes the table itself.
+    mutating func allocateTable(bytes: Int, alignment: Int) -> GuestPhysicalAddress?
+}
+
+/// A bump allocator over one guest-physical range; never frees.
+public struct BumpTableAllocator: TablePageAllocator, Hashable, Sendable {
+    public private(set) var next: UInt64
+    public let limit: UInt64
+
+    /// Tables are carved from `[range.first, range.last]`.
+    public init(range: GuestPhysicalRange) {
+        self.next = range.first.rawValue
+        self.limit = range.last.rawValue
+    }
+
+    public mutating func allocateTable(bytes: Int, alignment: Int) -> GuestPhysicalAddress? {
+        let a = UInt64(alignment)
+        let (rounded, o1) = next.addingReportingOverflow(a - 1)
+        guard !o1 else { return nil }
+        let start = rounded & ~(a - 1)
+        let (end, o2) = start.addingReportingOverflow(UInt64(bytes) - 1)
+        guard !o2, end <= limit else { return nil }
+        next = end &+ 1
+        return GuestPhysicalAddress(start)
+    }
+}
+
+/// Why a map, unmap or translation into a table failed. Nothing is left half-done: a failed
+/// map removes the leaves it installed.
+public enum PageTableBuildError: Error, Hashable, Sendable, CustomStringConvertible {
+    /// The format installs no leaf of this size.
+    case unsupportedLeafSize(PageSize)
+    /// The input or output address is not aligned to the leaf size (or a range is not a multiple
+    /// of the smallest leaf).
+    case misaligned(input: IOVA, output: GuestPhysicalAddress, size: PageSize)
+    /// The input is above the format's width or not canonical.
+    case inputOutsideSpace(IOVA)
+    /// The output would use bits at or above the format's output width.
+    case outputBeyondWidth(GuestPhysicalAddress)
+    /// The format cannot express these permissions (write-only on x86, none at all, ...).
+    case permissionsNotExpressible(Permissions)
+    /// Something already translates part of the range.
+    case alreadyMapped(IOVA)
+    /// The unmap range cuts a leaf: unmap never splits (remove the whole leaf and remap the rest).
+    case wouldSplitLeaf(LeafExtent)
+    /// The allocator returned no memory for a table.
+    case outOfTableMemory
+    /// A table lies outside the writable guest memory.
+    case guestMemoryWrite(GuestPhysicalAddress)
+    /// The existing table is malformed (or uses a layout the builder does not extend, such as
+    /// an AMD v1 skipped level).
+    case tableFault(PageTableFault)
+
+    public var description: String {
+        switch self {
+        case .unsupportedLeafSize(let s): "the format has no \(s) leaf"
+        case .misaligned(let i, let o, let s): "\(i) -> \(o) is not \(s)-aligned"
+        case .inputOutsideSpace(let i): "\(i) is outside the format's input space"
+        case .outputBeyondWidth(let o): "\(o) is beyond the format's output width"
+        case .permissionsNotExpressible(let p): "the format cannot express permissions \(p)"
+        case .alreadyMapped(let i): "\(i) is already mapped"
+        case .wouldSplitLeaf(let e): "unmap would split leaf \(e)"
+        case .outOfTableMemory: "no memory for a new table"
+        case .guestMemoryWrite(let a): "cannot write guest memory at \(a)"
+        case .tableFault(let f): "table fault: \(f)"
+        }
+    }
+}
+
+/// Builds and edits a table of one format in caller-provided guest memory.
+///
+/// `map` installs leaves (choosing the largest sizes that fit unless told one), refuses to
+/// overwrite anything present, and may replace an *empty* subtree by a larger leaf (the old
+/// tables are abandoned to the allocator's owner). `unmap` removes whole leaves only and never
+/// splits: a range that cuts a leaf throws ``PageTableBuildError/wouldSplitLeaf(_:)`` before
+/// changing anything, as Linux's generic page table and iommufd's IOAS do.
+public struct PageTableBuilder<Format: PageTableFormat, Memory: WritableGuestMemory, Allocator: TablePageAllocator> {
+    public let format: Format
+    public let memory: Memory
+    public var allocator: Allocator
+    /// Guest-physical address of the root table.
+    public let root: GuestPhysicalAddress
+
+    /// A new, empty table: allocates and zeroes the root.
+    /// - Throws: ``PageTableBuildError/outOfTableMemory`` or ``PageTableBuildError/guestMemoryWrite(_:)``.
+    public init(format: Format, memory: Memory, allocator: Allocator) throws(PageTableBuildError) {
+        self.format = format
+        self.memory = memory
+        self.allocator = allocator
+        let bytes = format.tableBytes(level: format.topLevel)
+        guard let root = self.allocator.allocateTable(bytes: bytes, alignment: bytes) else { throw .outOfTableMemory }
+        self.root = root
+        try zero(root, bytes: bytes)
+    }
+
+    /// Edits the existing table at `root`.
+    public init(format: Format, memory: Memory, allocator: Allocator, root: GuestPhysicalAddress) {
+        self.format = format
+        self.memory = memory
+        self.allocator = allocator
+        self.root = root
+    }
+
+    /// A walker over this table.
+    public func walker(budget: WalkBudget = .default) -> PageTableWalker<Format, Memory> {
+        PageTableWalker(format: format, memory: memory, root: root, budget: budget)
+    }
+
+    // MARK: Map
+
+    /// Maps one leaf of `size` bytes from `input` to `output`.
+    /// - Throws: ``PageTableBuildError`` for an unsupported size, misalignment, addresses outside
+    ///   the format's widths, inexpressible permissions, an existing translation, or no memory.
+    public mutating func map(_ input: IOVA, to output: GuestPhysicalAddress, size: PageSize,
+                             permissions: Permissions) throws(PageTableBuildError) {
+        guard let span = format.spanAddress(of: input) else { throw .inputOutsideSpace(input) }
+        guard format.canExpress(permissions) else { throw .permissionsNotExpressible(permissions) }
+        guard input.isAligned(to: size), output.isAligned(to: size) else {
+            throw .misaligned(input: input, output: output, size: size)
+        }
+        let s = Int(size.shift)
+        guard (output.rawValue | (size.bytes - 1)) <= lowMask(format.outputBits(leafShift: s)) else { throw .outputBeyondWidth(output) }
+        guard let level = (0...format.topLevel).first(where: { format.leafSizes(level: $0) & bit(s) != 0 }) else {
+            throw .unsupportedLeafSize(size)
+        }
+        guard (span | lowMask(s)) <= lowMask(format.inputBits) else { throw .inputOutsideSpace(input) }
+        try install(span: span, output: output.rawValue, sizeShift: s, level: level, permissions: permissions, input: input)
+    }
+
+    /// Maps `range` to `output` with the largest leaves alignment allows; returns leaves installed.
+    /// - Throws: as ``map(_:to:size:permissions:)``; on failure, leaves already installed by
+    ///   this call are removed again.
+    @discardableResult
+    public mutating func map(_ range: IOVARange, to output: GuestPhysicalAddress,
+                             permissions: Permissions) throws(PageTableBuildError) -> Int {
+        let sizes = format.allLeafSizes.rawValue
+        var v = range.first.rawValue
+        var o = output.rawValue
+        var installed: [(IOVA, PageSize)] = []
+        do throws(PageTableBuildError) {
+            while true {
+                let remainingMinusOne = range.last.rawValue - v
+                var best = -1
+                for s in stride(from: 63, through: 0, by: -1) where sizes & bit(s) != 0 {
+                    if v & lowMask(s) == 0, o & lowMask(s) == 0, lowMask(s) <= remainingMinusOne { best = s; break }
+                }
+                guard best >= 0 else {
+                    throw .misaligned(input: IOVA(v), output: GuestPhysicalAddress(o),
+                                      size: PageSize(shift: sizes == 0 ? 12 : sizes.trailingZeroBitCount))
+                }
+                try map(IOVA(v), to: GuestPhysicalAddress(o), size: PageSize(shift: best), permissions: permissions)
+                installed.append((IOVA(v), PageSize(shift: best)))
+                if lowMask(best) == remainingMinusOne { break }
+                v &+= bit(best)
+                o &+= bit(best)
+            }
+        } catch {
+            for (iova, size) in installed {
+                _ = try? unmap(try! IOVARange(base: iova, length: size.bytes))
+            }
+            throw error
+        }
+        return installed.count
+    }
+
+    mutating func install(span: UInt64, output: UInt64, sizeShift: Int, level target: Int, permissions: Permissions,
+                 input: IOVA) throws(PageTableBuildError) {
+        var table = root.rawValue
+        var level = format.topLevel
+        while level > target {
+            let index = self.index(span, level)
+            let slot = table &+ UInt64(index * format.entryBytes)
+            let raw = try load(slot)
+            switch format.decode(raw, level: level) {
+            case .empty:
+                let bytes = format.tableBytes(level: level - 1)
+                guard let t = allocator.allocateTable(bytes: bytes, alignment: bytes) else { throw .outOfTableMemory }
+                try zero(t, bytes: bytes)
+                try store(format.encodeTable(t, level: level), at: slot)
+                table = t.rawValue
+            case .table(let next, let nextLevel, _):
+                guard nextLevel == level - 1 else {
+                    throw .tableFault(PageTableFault(reason: .invalidNextLevel, level: level, table: GuestPhysicalAddress(table), index: index, entry: raw))
+                }
+                table = next.rawValue
+            case .leaf:
+                throw .alreadyMapped(input)
+            case .fault(let r):
+                throw .tableFault(PageTableFault(reason: r, level: level, table: GuestPhysicalAddress(table), index: index, entry: raw))
+            }
+            level -= 1
+        }
+        let shift = format.itemShift(level: target)
+        let count = 1 << (sizeShift - shift)
+        let first = index(span, target)
+        for k in first..<(first + count) {
+            let raw = try load(table &+ UInt64(k * format.entryBytes))
+            switch format.decode(raw, level: target) {
+            case .empty: continue
+            case .table:
+                // An empty subtree may be replaced by a leaf.
+                let itemSpan = (span & ~lowMask(sizeShift)) &+ (UInt64(k - first) << UInt64(shift))
+                let r = try! IOVARange(first: format.inputAddress(ofSpan: itemSpan), last: format.inputAddress(ofSpan: itemSpan | lowMask(shift)))
+                var any = false
+                do { try walker().walk(r) { _ in any = true } } catch { throw .tableFault(error) }
+                if any { throw .alreadyMapped(input) }
+            case .leaf: throw .alreadyMapped(input)
+            case .fault(let r):
+                throw .tableFault(PageTableFault(reason: r, level: target, table: GuestPhysicalAddress(table), index: k, entry: raw))
+            }
+        }
+        for k in 0..<count {
+            let e = format.encodeLeaf(output: output, sizeShift: sizeShift, level: target, permissions: permissions, replica: k)
+            try store(e, at: table &+ UInt64((first + k) * format.entryBytes))
+        }
+    }
+
+    // MARK: Unmap
+
+    /// Removes every leaf inside `range`; returns the bytes unmapped (0 when nothing was mapped).
+    /// - Throws: ``PageTableBuildError/wouldSplitLeaf(_:)`` (and removes nothing) when a leaf
+    ///   is only partly inside `range`; ``PageTableBuildError/tableFault(_:)`` for a malformed table.
+    @discardableResult
+    public mutating func unmap(_ range: IOVARange) throws(PageTableBuildError) -> UInt64 {
+        var leaves: [LeafExtent] = []
+        do { try walker().walk(range) { leaves.append($0) } } catch { throw .tableFault(error) }
+        for leaf in leaves where !range.contains(leaf.input) { throw .wouldSplitLeaf(leaf) }
+        var bytes: UInt64 = 0
+        for leaf in leaves {
+            try clear(leaf)
+            bytes &+= leaf.size.bytes
+        }
+        return bytes
+    }
+
+    func clear(_ leaf: LeafExtent) throws(PageTableBuildError) {
+        let span = format.spanAddress(of: leaf.input.first)!
+        var table = root.rawValue
+        var level = format.topLevel
+        while level > leaf.level {
+            let index = self.index(span, level)
+            let raw = try load(table &+ UInt64(index * format.entryBytes))
+            guard case .table(let next, let nextLevel, _) = format.decode(raw, level: level) else { return }
+            // Skipped levels (AMD v1): follow the pointer to whichever level it names.
+            table = next.rawValue
+            level = nextLevel
+        }
+        let shift = format.itemShift(level: leaf.level)
+        let count = 1 << (Int(leaf.size.shift) - shift)
+        let first = index(span, leaf.level)
+        for k in first..<(first + count) { try store(0, at: table &+ UInt64(k * format.entryBytes)) }
+    }
+
+    // MARK: Translate
+
+    /// Maps into this table every leaf `source` has in `range` (input, output and permissions
+    /// kept; leaf sizes re-chosen for this format); leaves granting nothing are skipped.
+    /// Returns the number of source leaves mirrored.
+    /// - Throws: ``PageTableBuildError/tableFault(_:)`` for a malformed source, or any map error
+    ///   (already mapped, inexpressible permissions, sizes below this format's granule, ...).
+    @discardableResult
+    public mutating func mirror<F: PageTableFormat, M: GuestMemory>(_ source: PageTableWalker<F, M>,
+                                                                    range: IOVARange = .all) throws(PageTableBuildError) -> Int {
+        var leaves: [LeafExtent] = []
+        do { try source.walk(range) { leaves.append($0) } } catch { throw .tableFault(error) }
+        var n = 0
+        for leaf in leaves where !leaf.permissions.isEmpty {
+            try map(leaf.input, to: leaf.output, permissions: leaf.permissions)
+            n += 1
+        }
+        return n
+    }
+
+    // MARK: Memory
+
+    @inline(__always)
+    func index(_ span: UInt64, _ level: Int) -> Int {
+        Int(truncatingIfNeeded: (span >> UInt64(format.itemShift(level: level))) & lowMask(format.indexBits(level: level)))
+    }
+
+    func load(_ address: UInt64) throws(PageTableBuildError) -> UInt64 {
+        let a = GuestPhysicalAddress(address)
+        let v: UInt64? = format.entryBytes == 8 ? memory.load64(at: a) : memory.load32(at: a).map { UInt64($0) }
+        guard let v else { throw .guestMemoryWrite(a) }
+        return v
+    }
+
+    func store(_ value: UInt64, at address: UInt64) throws(PageTableBuildError) {
+        let a = GuestPhysicalAddress(address)
+        let ok = format.entryBytes == 8 ? memory.store64(value, at: a) : memory.store32(UInt32(truncatingIfNeeded: value), at: a)
+        guard ok else { throw .guestMemoryWrite(a) }
+    }
+
+    func zero(_ table: GuestPhysicalAddress, bytes: Int) throws(PageTableBuildError) {
+        var off = 0
+        while off < bytes {
+            guard memory.store32(0, at: GuestPhysicalAddress(table.rawValue &+ UInt64(off))) else { throw .guestMemoryWrite(table) }
+            off += 4
+        }
+    }
+}
