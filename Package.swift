@@ -13,6 +13,7 @@ let package = Package(
         .library(name: "IOMMUFD", targets: ["IOMMUFD"]),
         .library(name: "IOPageTables", targets: ["IOPageTables"]),
         .library(name: "IOMMUCapabilities", targets: ["IOMMUCapabilities"]),
+        .executable(name: "iommufd-demo", targets: ["iommufd-demo"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-system", from: "1.8.1"),
@@ -33,9 +34,17 @@ let package = Package(
         // checked against them.
         .target(name: "IOMMUCapabilities", dependencies: ["IOMMUFD"], swiftSettings: strict),
 
+        // Drivers for QEMU's emulated test devices (the DMA device of the test VM).
+        .target(name: "QEMUDevices", dependencies: ["IOMMUFD"], swiftSettings: strict),
+
+        // The main job: device, IOMMU, requirement check and software mirroring with real DMA.
+        .executableTarget(
+            name: "iommufd-demo", dependencies: ["IOMMUCapabilities", "IOPageTables", "QEMUDevices"],
+            swiftSettings: strict),
+
         .testTarget(name: "ABITests", dependencies: ["CIOMMUFD"], swiftSettings: strict),
         .testTarget(name: "IOMMUFDTests", dependencies: ["IOMMUFD"], swiftSettings: strict),
-        .testTarget(name: "KernelTests", dependencies: ["IOMMUFD", "IOMMUCapabilities"], swiftSettings: strict),
+        .testTarget(name: "KernelTests", dependencies: ["IOMMUFD", "IOMMUCapabilities", "QEMUDevices"], swiftSettings: strict),
         .testTarget(name: "IOPageTableTests", dependencies: ["IOPageTables"], swiftSettings: strict),
         .testTarget(name: "CapabilityTests", dependencies: ["IOMMUCapabilities"], swiftSettings: strict),
     ],

@@ -192,3 +192,24 @@ public func check(_ requirements: GuestRequirements, _ host: IOMMUCapabilities) 
         return report
     }
 }
+
+extension MirroringReason: CustomStringConvertible {
+    public var description: String {
+        switch self {
+        case .nestingForbidden: "hardware nesting forbidden"
+        case .requestBasedIOMMU: "the vIOMMU has no page table to walk"
+        case .nestingUnavailable(let m): "no hardware nesting: " + m.map(\.description).joined(separator: "; ")
+        }
+    }
+}
+
+extension Plan: CustomStringConvertible {
+    public var description: String {
+        switch self {
+        case .hardwareNesting(let format): "hardware nesting of \(format)"
+        case .softwareMirroring(let reason): "software mirroring (\(reason))"
+        case .identity: "identity mapping of guest-physical memory"
+        case .refuse(let reasons): "refuse: " + reasons.map(\.description).joined(separator: "; ")
+        }
+    }
+}

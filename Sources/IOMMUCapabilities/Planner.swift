@@ -113,3 +113,15 @@ public struct DevicePlanner: Sendable {
         return .newGroup(group: groups.count - 1, differences: differences)
     }
 }
+
+extension DevicePlanner.Assignment: CustomStringConvertible {
+    public var description: String {
+        func list(_ d: [HostDifference]) -> String { d.map(\.description).joined(separator: "; ") }
+        switch self {
+        case .joined(let g): return "joins group \(g)"
+        case .newGroup(let g, let d): return d.isEmpty ? "starts group \(g)" : "starts group \(g) (\(list(d)))"
+        case .refused(let reasons): return "refused: " + reasons.map(\.description).joined(separator: "; ")
+        case .refusedDifferentHost(let d): return "refused, its IOMMU differs: \(list(d))"
+        }
+    }
+}

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# The main job: builds the demo and runs it where a real iommufd and a DMA device are: on this
+# machine when it has /dev/iommu and edu devices bound to vfio-pci, otherwise inside the test VM
+# (a real 7.x kernel, an emulated Intel VT-d, two edu devices; see Harness/run-in-vm.sh).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+Harness/apt-setup.sh >/dev/null
+swift build --product iommufd-demo 2>&1 | grep -Ev '^\[[0-9]+/[0-9]+\]'
+demo=$(swift build --show-bin-path)/iommufd-demo
+if [ -e /dev/iommu ] && [ -n "$(ls /dev/vfio/devices 2>/dev/null)" ]; then
+  exec "$demo"
+fi
+echo "demo: no /dev/iommu here; running inside the test VM"
+exec Harness/run-in-vm.sh --timeout 300 -- "$demo"
