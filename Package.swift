@@ -13,6 +13,7 @@ let package = Package(
         .library(name: "IOMMUFD", targets: ["IOMMUFD"]),
         .library(name: "IOPageTables", targets: ["IOPageTables"]),
         .library(name: "IOMMUCapabilities", targets: ["IOMMUCapabilities"]),
+        .library(name: "IOMMUFDModel", targets: ["IOMMUFDModel"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-system", from: "1.8.1"),
@@ -31,10 +32,12 @@ let package = Package(
         .target(name: "IOPageTables", dependencies: ["IOMMUAddresses"], swiftSettings: strict),
         // Decoded hardware capabilities and a guest platform's requirements checked against them.
         .target(name: "IOMMUCapabilities", dependencies: ["IOMMUAddresses"], swiftSettings: strict),
+        // A model of /dev/iommu's IOAS semantics behind KernelInterface, for tests and benchmarks.
+        .target(name: "IOMMUFDModel", dependencies: ["IOMMUFD", "CIOMMUFD"], swiftSettings: strict),
 
         .testTarget(name: "ABITests", dependencies: ["CIOMMUFD"], swiftSettings: strict),
-        .testTarget(name: "IOMMUFDTests", dependencies: ["IOMMUFD"], swiftSettings: strict),
-        .testTarget(name: "KernelTests", dependencies: ["IOMMUFD", "IOMMUCapabilities"], swiftSettings: strict),
+        .testTarget(name: "IOMMUFDTests", dependencies: ["IOMMUFD", "IOMMUFDModel"], swiftSettings: strict),
+        .testTarget(name: "KernelTests", dependencies: ["IOMMUFD", "IOMMUCapabilities", "IOMMUFDModel"], swiftSettings: strict),
         .testTarget(name: "IOPageTableTests", dependencies: ["IOPageTables"], swiftSettings: strict),
         .testTarget(name: "CapabilityTests", dependencies: ["IOMMUCapabilities"], swiftSettings: strict),
     ],
