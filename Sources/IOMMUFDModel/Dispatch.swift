@@ -27,15 +27,6 @@ func offsetEnd<T, V>(_ member: KeyPath<T, V>) -> Int {
     MemoryLayout<T>.offset(of: member)! + MemoryLayout<V>.size
 }
 
-/// A process address the model may read or write `bytes` at, or `EFAULT`.
-func userPointer(_ address: UInt64, _ bytes: UInt64) throws(Errno) -> UnsafeMutableRawPointer {
-    let (_, overflow) = address.addingReportingOverflow(bytes)
-    guard address >= minimumUserAddress, !overflow, let p = UnsafeMutableRawPointer(bitPattern: UInt(address)) else {
-        throw .fault
-    }
-    return p
-}
-
 extension ModelState {
     mutating func ioctl(_ fd: CInt, _ request: IoctlRequest, _ argument: UnsafeMutableRawPointer?) -> Result<CInt, Errno> {
         counts[request, default: 0] += 1
@@ -189,8 +180,12 @@ extension ModelState {
         guard Int(size) >= minimum else { throw .invalidArgument }
         let known = MemoryLayout<T>.size
         if Int(size) > known {
-            _ = try userPointer(UInt64(UInt(bitPattern: argument)), UInt64(size))
-            let extra = UnsafeRawBufferPointer(start: argument + known, count: Int(size) - known)
+            var extra = [UInt8](repeating: 0, count: Int(size) - known)
+            let at = UInt64(UInt(bitPattern: argument + known))
+            let read: Result<Void, Errno> = extra.withUnsafeMutableBytes { b in
+                Result { () throws(Errno) in try UserMemory.read(at, into: b.baseAddress!, b.count) }
+            }
+            try read.get()
             guard extra.allSatisfy({ $0 == 0 }) else { throw .tooBig }
         }
         return withUnsafeTemporaryAllocation(of: T.self, capacity: 1) { p in

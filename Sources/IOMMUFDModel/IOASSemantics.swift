@@ -81,8 +81,8 @@ extension ModelState {
         cmd.out_iova_alignment = ioas.alignment(page)
         let stride = UInt64(MemoryLayout<cio_iommu_iova_range>.stride)
         for (i, r) in free.prefix(Int(capacity)).enumerated() {
-            let p = try userPointer(cmd.allowed_iovas &+ UInt64(i) &* stride, stride)
-            p.storeBytes(of: cio_iommu_iova_range(start: r.first, last: r.last), as: cio_iommu_iova_range.self)
+            var entry = cio_iommu_iova_range(start: r.first, last: r.last)
+            try UserMemory.write(cmd.allowed_iovas &+ UInt64(i) &* stride, from: &entry, Int(stride))
         }
         cmd.num_iovas = UInt32(free.count)
     }
@@ -94,8 +94,8 @@ extension ModelState {
         var loaded: [Span] = []
         let stride = UInt64(MemoryLayout<cio_iommu_iova_range>.stride)
         for i in 0..<UInt64(cmd.num_iovas) {
-            let p = try userPointer(cmd.allowed_iovas &+ i &* stride, stride)
-            let r = p.loadUnaligned(as: cio_iommu_iova_range.self)
+            var r = cio_iommu_iova_range()
+            try UserMemory.read(cmd.allowed_iovas &+ i &* stride, into: &r, Int(stride))
             guard r.start < r.last else { throw .invalidArgument }
             guard !loaded.contains(where: { $0.intersects(r.start, r.last) }) else { throw .invalidArgument }
             loaded.append(Span(first: r.start, last: r.last))
@@ -350,8 +350,11 @@ extension ModelState {
         }
     }
 
-    /// `iommufd_ioas_noiommu_get_pa` for an IOAS whose areas are translated by an IOMMU.
+    /// `iommufd_ioas_noiommu_get_pa`: without `CONFIG_IOMMUFD_NOIOMMU` (the default, and the
+    /// VM's kernel) a stub answering `EOPNOTSUPP`; with it, as for an IOAS whose areas an IOMMU
+    /// translates.
     func noIOMMUPhysicalAddress(_ fd: CInt, _ cmd: inout cio_iommu_ioas_noiommu_get_pa) throws(Errno) {
+        guard configuration.noIOMMU else { throw .notSupportedOp }
         guard configuration.privileged else { throw .notPermittedOp }
         guard cmd.flags == 0, cmd.__reserved == 0 else { throw .notSupportedOp }
         guard cmd.length != 0 else { throw .invalidArgument }

@@ -33,8 +33,8 @@ import Synchronization
 /// - Requests that need devices (`HWPT_ALLOC`, `GET_HW_INFO`, dirty tracking, invalidation,
 ///   vIOMMU, vDevice, vEvent and HW queues) pass the size checks and then answer `ENOENT`
 ///   (no device or HWPT id can exist in the model); `IOMMU_FAULT_QUEUE_ALLOC` answers
-///   `EOPNOTSUPP`; `IOMMU_IOAS_NOIOMMU_GET_PA` answers as for a translated IOAS
-///   (`EOPNOTSUPP` once the IOVA is mapped). Other selftest ops answer `EOPNOTSUPP`.
+///   `EOPNOTSUPP`; `IOMMU_IOAS_NOIOMMU_GET_PA` answers `EOPNOTSUPP` (a kernel without
+///   `CONFIG_IOMMUFD_NOIOMMU`, see ``Configuration/noIOMMU``). Other selftest ops answer `EOPNOTSUPP`.
 /// - The VFIO container ioctls on the iommufd: `VFIO_GET_API_VERSION` answers 0 and
 ///   `VFIO_CHECK_EXTENSION` 1 for type1, type1v2 and unmap-all; the rest `ENOTTY`.
 /// - Arrays the commands point to (IOVA ranges) are read and written at the process address
@@ -61,13 +61,17 @@ public final class IOMMUFDModel: KernelInterface, Sendable {
         /// Whether the kernel has `CONFIG_IOMMUFD_TEST` (`IOMMU_TEST_CMD` known, with
         /// `ADD_RESERVED` modelled). Without it `IOMMU_TEST_CMD` answers `ENOTTY`.
         public var selftest: Bool
+        /// Whether the kernel has `CONFIG_IOMMUFD_NOIOMMU`; without it `IOMMU_IOAS_NOIOMMU_GET_PA`
+        /// answers `EOPNOTSUPP` to every well-sized command.
+        public var noIOMMU: Bool
         /// Record every call in ``IOMMUFDModel/trace`` (turn off for benchmarks).
         public var tracing: Bool
 
         public init(
             pageSize: UInt64 = PageSize.system.bytes, maximumAutomaticAlignment: UInt64 = 2 << 20,
-            privileged: Bool = true, selftest: Bool = false, tracing: Bool = true
+            privileged: Bool = true, selftest: Bool = false, noIOMMU: Bool = false, tracing: Bool = true
         ) {
+            self.noIOMMU = noIOMMU
             self.pageSize = pageSize
             self.maximumAutomaticAlignment = maximumAutomaticAlignment
             self.privileged = privileged
