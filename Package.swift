@@ -13,6 +13,7 @@ let package = Package(
         .library(name: "IOMMUFD", targets: ["IOMMUFD"]),
         .library(name: "IOPageTables", targets: ["IOPageTables"]),
         .library(name: "IOMMUCapabilities", targets: ["IOMMUCapabilities"]),
+        .library(name: "IOMMUFDModel", targets: ["IOMMUFDModel"]),
         .executable(name: "iommufd-demo", targets: ["iommufd-demo"]),
     ],
     dependencies: [
@@ -33,7 +34,8 @@ let package = Package(
         // Decoded hardware capabilities (from IOMMU_GET_HW_INFO) and a guest platform's requirements
         // checked against them.
         .target(name: "IOMMUCapabilities", dependencies: ["IOMMUFD"], swiftSettings: strict),
-
+        // A model of /dev/iommu's IOAS semantics behind KernelInterface, for tests and benchmarks.
+        .target(name: "IOMMUFDModel", dependencies: ["IOMMUFD", "CIOMMUFD"], swiftSettings: strict),
         // Drivers for QEMU's emulated test devices (the DMA device of the test VM).
         .target(name: "QEMUDevices", dependencies: ["IOMMUFD"], swiftSettings: strict),
 
@@ -43,8 +45,10 @@ let package = Package(
             swiftSettings: strict),
 
         .testTarget(name: "ABITests", dependencies: ["CIOMMUFD"], swiftSettings: strict),
-        .testTarget(name: "IOMMUFDTests", dependencies: ["IOMMUFD"], swiftSettings: strict),
-        .testTarget(name: "KernelTests", dependencies: ["IOMMUFD", "IOMMUCapabilities", "QEMUDevices"], swiftSettings: strict),
+        .testTarget(name: "IOMMUFDTests", dependencies: ["IOMMUFD", "IOMMUFDModel"], swiftSettings: strict),
+        .testTarget(
+            name: "KernelTests", dependencies: ["IOMMUFD", "IOMMUCapabilities", "IOMMUFDModel", "QEMUDevices"],
+            swiftSettings: strict),
         .testTarget(name: "IOPageTableTests", dependencies: ["IOPageTables"], swiftSettings: strict),
         .testTarget(name: "CapabilityTests", dependencies: ["IOMMUCapabilities"], swiftSettings: strict),
     ],
