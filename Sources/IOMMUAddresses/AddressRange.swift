@@ -6,11 +6,14 @@ public enum AddressRangeError: Error, Hashable, Sendable, CustomStringConvertibl
     case overflow(base: UInt64, length: UInt64)
     /// The base or the length is not a multiple of the required alignment.
     case misaligned(base: UInt64, length: UInt64, alignment: UInt64)
+    /// The range covers all 2^64 addresses, a length no 64-bit field can carry.
+    case wholeSpace
 
     public var description: String {
         switch self {
         case .empty: "empty range"
         case .overflow(let b, let l): "range 0x\(String(b, radix: 16)) + 0x\(String(l, radix: 16)) passes 2^64"
+        case .wholeSpace: "the range covers the whole 64-bit space"
         case .misaligned(let b, let l, let a):
             "range 0x\(String(b, radix: 16)) + 0x\(String(l, radix: 16)) is not \(PageSize(rawValue: a)?.description ?? String(a))-aligned"
         }

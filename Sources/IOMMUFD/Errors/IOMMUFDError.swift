@@ -81,7 +81,7 @@ public struct IOMMUFDError: Error, Hashable, Sendable, CustomStringConvertible {
             add(r, .noSpace, "no free IOVA range of that size is allowed")
         }
         add(.ioasUnmap, .noSuchFileOrDirectory, "the range maps nothing or cuts through a mapped area (areas wholly inside it may already be gone)")
-        add(.ioasCopy, .noSuchFileOrDirectory, "the source range does not exactly match a mapped area")
+        add(.ioasCopy, .noSuchFileOrDirectory, "the source range is not covered by back-to-back mapped areas")
         add(.ioasIOVARanges, .messageTooLong, "the output array is too small")
         for r in [IoctlRequest.hwptAlloc, .vfioDeviceAttachIOMMUFDPT, .viommuAlloc, .faultQueueAlloc, .hwptSetDirtyTracking] {
             add(r, .notSupported, "not supported by this IOMMU")

@@ -120,7 +120,7 @@ extension IOMMUFD {
         access: MapAccess = [.readable, .writeable]
     ) throws(IOMMUFDError) -> IOVA {
         guard let length = range.length else {
-            throw IOMMUFDError(.copy, request: .ioasCopy, reason: .invalidRange(.overflow(base: 0, length: 0)))
+            throw IOMMUFDError(.copy, request: .ioasCopy, reason: .invalidRange(.wholeSpace))
         }
         do {
             try range.checkAligned(to: .system)
@@ -179,11 +179,16 @@ extension IOMMUFD {
     /// Replaces the previous list; an empty list removes the restriction. Device attachment
     /// that would narrow the ranges below these fails from then on.
     ///
-    /// - Throws: ``IOMMUFDError`` before the call when two ranges overlap; from the kernel when
-    ///   the IOAS is already narrower than asked.
+    /// - Throws: ``IOMMUFDError`` before the call when two ranges overlap or one is a single byte
+    ///   (the kernel wants `start < last`); from the kernel `EADDRINUSE` when a range overlaps a
+    ///   reserved region, or an error when the IOAS is already narrower than asked.
     ///
     /// The corresponding ioctl is `IOMMU_IOAS_ALLOW_IOVAS`.
     public func allowIOVAs(_ ranges: [IOVARange], in ioas: IOASID) throws(IOMMUFDError) {
+        if let single = ranges.first(where: { $0.first == $0.last }) {
+            throw IOMMUFDError(.allowIOVAs, request: .ioasAllowIOVAs,
+                               reason: .invalidArgument("allowed range \(single) is a single byte"))
+        }
         let sorted = ranges.sorted { $0.first < $1.first }
         for (a, b) in zip(sorted, sorted.dropFirst()) where a.overlaps(b) {
             throw IOMMUFDError(.allowIOVAs, request: .ioasAllowIOVAs,
@@ -236,7 +241,7 @@ extension IOMMUFD {
     ) throws(IOMMUFDError) -> UInt64 {
         let request: IoctlRequest = op == .map ? .ioasMap : .ioasMapFile
         guard let length = host.length else {
-            throw IOMMUFDError(op, request: request, reason: .invalidRange(.overflow(base: 0, length: 0)))
+            throw IOMMUFDError(op, request: request, reason: .invalidRange(.wholeSpace))
         }
         do {
             try host.checkAligned(to: .system)

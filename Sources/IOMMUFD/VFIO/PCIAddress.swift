@@ -16,13 +16,16 @@ public struct PCIAddress: Hashable, Sendable, CustomStringConvertible, LosslessS
         self.function = function
     }
 
-    /// Parses `DDDD:BB:DD.F` or `BB:DD.F` (domain 0); `nil` when malformed or out of range.
+    /// Parses `DDDD:BB:DD.F` or `BB:DD.F` (domain 0), hex digits of exactly those widths as
+    /// sysfs writes them; `nil` when malformed or out of range.
     public init?(_ text: String) {
         let parts = text.split(separator: ":", omittingEmptySubsequences: false)
         guard parts.count == 2 || parts.count == 3 else { return nil }
         let domain = parts.count == 3 ? UInt16(parts[0], radix: 16) : 0
         let devfn = parts[parts.count - 1].split(separator: ".", omittingEmptySubsequences: false)
         guard let domain, devfn.count == 2,
+              parts.count == 2 || parts[0].count == 4, parts[parts.count - 2].count == 2,
+              devfn[0].count == 2, devfn[1].count == 1,
               let bus = UInt8(parts[parts.count - 2], radix: 16),
               let device = UInt8(devfn[0], radix: 16), device < 32,
               let function = UInt8(devfn[1], radix: 10), function < 8
