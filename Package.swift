@@ -30,7 +30,7 @@ let package = Package(
             dependencies: ["CIOMMUFD", "IOMMUAddresses", .product(name: "SystemPackage", package: "swift-system")],
             swiftSettings: strict),
         // IO page-table formats: one walk/map/unmap algorithm, a description per format.
-        .target(name: "IOPageTables", dependencies: ["IOMMUAddresses"], swiftSettings: strict),
+        .target(name: "IOPageTables", dependencies: ["IOMMUAddresses", "CIOMMUFD"], swiftSettings: strict),
         // Decoded hardware capabilities (from IOMMU_GET_HW_INFO) and a guest platform's requirements
         // checked against them.
         .target(name: "IOMMUCapabilities", dependencies: ["IOMMUFD"], swiftSettings: strict),

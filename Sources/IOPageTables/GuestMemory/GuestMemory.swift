@@ -1,15 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
-
-#if canImport(Glibc)
-/// glibc's `memfd_create`, which Swift's Glibc module hides behind `_GNU_SOURCE`.
-private let memfdCreate: (@convention(c) (UnsafePointer<CChar>, UInt32) -> Int32)? = {
-    let handle = dlopen(nil, RTLD_NOW)
-    guard let symbol = dlsym(handle, "memfd_create") else { return nil }
-    return unsafeBitCast(symbol, to: (@convention(c) (UnsafePointer<CChar>, UInt32) -> Int32).self)
-}()
-#endif
+import CIOMMUFD
 
 /// Read access to guest-physical memory, the only way the walker sees a guest's tables.
 ///
@@ -203,8 +195,7 @@ public final class MemfdGuestMemory: @unchecked Sendable {
     /// A new zero-filled memfd of `length` bytes, mapped read-only.
     /// - Throws: ``GuestMemoryError/systemCall(_:errno:)`` naming the failing call.
     public convenience init(name: String, length: Int) throws(GuestMemoryError) {
-        guard let create = memfdCreate else { throw .systemCall("memfd_create", errno: ENOSYS) }
-        let fd = create(name, 1 /* MFD_CLOEXEC */)
+        let fd = cio_memfd_create(name, UInt32(MFD_CLOEXEC))
         guard fd >= 0 else { throw .systemCall("memfd_create", errno: errno) }
         guard ftruncate(fd, off_t(length)) == 0 else {
             let e = errno
