@@ -44,12 +44,14 @@ let package = Package(
             name: "iommufd-demo", dependencies: ["IOMMUCapabilities", "IOPageTables", "QEMUDevices"],
             swiftSettings: strict),
 
+        // What several test targets share (a seeded generator).
+        .target(name: "TestSupport", path: "Tests/TestSupport", swiftSettings: strict),
         .testTarget(name: "ABITests", dependencies: ["CIOMMUFD"], swiftSettings: strict),
-        .testTarget(name: "IOMMUFDTests", dependencies: ["IOMMUFD", "IOMMUFDModel"], swiftSettings: strict),
+        .testTarget(name: "IOMMUFDTests", dependencies: ["IOMMUFD", "IOMMUFDModel", "TestSupport"], swiftSettings: strict),
         .testTarget(
-            name: "KernelTests", dependencies: ["IOMMUFD", "IOMMUCapabilities", "IOMMUFDModel", "QEMUDevices"],
+            name: "KernelTests", dependencies: ["IOMMUFD", "IOMMUCapabilities", "IOMMUFDModel", "QEMUDevices", "TestSupport"],
             swiftSettings: strict),
-        .testTarget(name: "IOPageTableTests", dependencies: ["IOPageTables"], swiftSettings: strict),
+        .testTarget(name: "IOPageTableTests", dependencies: ["IOPageTables", "TestSupport"], swiftSettings: strict),
         .testTarget(name: "CapabilityTests", dependencies: ["IOMMUCapabilities"], swiftSettings: strict),
     ],
     swiftLanguageModes: [.v6]

@@ -11,10 +11,11 @@ public import SystemPackage
 /// called from many threads at once; to share one iommufd across threads, keep it in a class
 /// (``SharedIOMMUFD``). Each ioctl argument lives on the stack: calls do not allocate.
 public struct IOMMUFD: ~Copyable, Sendable {
+    let handle: KernelDescriptor
     /// The raw descriptor, for calls that hand it to the kernel (`VFIO_DEVICE_BIND_IOMMUFD`).
-    public let descriptor: CInt
+    public var descriptor: CInt { handle.rawValue }
     /// How kernel calls are made: ``LinuxKernel`` or a model.
-    public let kernel: any KernelInterface
+    public var kernel: any KernelInterface { handle.kernel }
 
     /// Opens `/dev/iommu` (or `path`).
     ///
@@ -23,8 +24,7 @@ public struct IOMMUFD: ~Copyable, Sendable {
     public init(path: String = "/dev/iommu", kernel: any KernelInterface = LinuxKernel()) throws(IOMMUFDError) {
         switch kernel.open(path, flags: O_RDWR) {
         case .success(let fd):
-            self.descriptor = fd
-            self.kernel = kernel
+            self.handle = KernelDescriptor(fd, kernel: kernel)
         case .failure(let e):
             throw IOMMUFDError(.open, reason: .kernel(e))
         }
@@ -45,21 +45,12 @@ public struct IOMMUFD: ~Copyable, Sendable {
             if e == .inappropriateIOCTLForDevice { throw IOMMUFDError(.adopt, request: .option, reason: .notAnIOMMUFD) }
             throw IOMMUFDError(.adopt, request: .option, errno: e)
         }
-        self.descriptor = descriptor
-        self.kernel = kernel
+        self.handle = KernelDescriptor(descriptor, kernel: kernel)
     }
-
-    /// Cleared by ``close()``, which closes the descriptor itself.
-    private var closeOnDeinit = true
-
-    deinit { if closeOnDeinit { _ = kernel.close(descriptor) } }
 
     /// Closes the iommufd, destroying every object in it.
     /// - Throws: ``IOMMUFDError`` with operation `close`; the descriptor is released anyway.
-    public consuming func close() throws(IOMMUFDError) {
-        closeOnDeinit = false
-        if case .failure(let e) = kernel.close(descriptor) { throw IOMMUFDError(.close, errno: e) }
-    }
+    public consuming func close() throws(IOMMUFDError) { try handle.close() }
 
     /// Destroys any object of this iommufd.
     ///
@@ -78,19 +69,14 @@ public struct IOMMUFD: ~Copyable, Sendable {
     func ioctl<Argument>(
         _ request: IoctlRequest, _ argument: inout Argument, _ operation: IOMMUFDError.Operation
     ) throws(IOMMUFDError) {
-        let fd = descriptor
-        let r = withUnsafeMutableBytes(of: &argument) { kernel.ioctl(fd, request, $0.baseAddress) }
-        if case .failure(let e) = r { throw IOMMUFDError(operation, request: request, errno: e) }
+        try handle.ioctl(request, &argument, operation)
     }
 
     /// Issues one ioctl whose argument is a caller-built buffer (variable-length commands).
     func ioctl(
-        _ request: IoctlRequest, buffer: UnsafeMutableRawPointer, _ operation: IOMMUFDError.Operation
+        _ request: IoctlRequest, buffer: UnsafeMutableRawPointer?, _ operation: IOMMUFDError.Operation
     ) -> Result<Void, IOMMUFDError> {
-        switch kernel.ioctl(descriptor, request, buffer) {
-        case .success: .success(())
-        case .failure(let e): .failure(IOMMUFDError(operation, request: request, errno: e))
-        }
+        handle.ioctl(request, buffer: buffer, operation)
     }
 }
 

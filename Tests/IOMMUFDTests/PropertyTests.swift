@@ -3,6 +3,7 @@ import Glibc
 #endif
 import IOMMUFD
 import IOMMUFDModel
+import TestSupport
 import Testing
 
 /// Random map/unmap/copy/unmapAll sequences through the typed core on the model, against a

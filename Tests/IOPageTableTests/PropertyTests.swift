@@ -1,4 +1,5 @@
 import IOPageTables
+import TestSupport
 import Testing
 
 /// Every expressible permission set of a format.

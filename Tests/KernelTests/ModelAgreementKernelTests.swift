@@ -3,6 +3,7 @@ import Glibc
 #endif
 import IOMMUFD
 import IOMMUFDModel
+import TestSupport
 import Testing
 
 /// The model is honest: the same seeded operations on the real kernel and on ``IOMMUFDModel``
@@ -50,19 +51,6 @@ struct ModelAgreementKernelTests {
     }
 }
 
-/// SplitMix64: a small, seeded, reproducible generator.
-struct AgreementRNG: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
-
 enum AgreementDriver {
     static let window: UInt64 = 0x100_0000
     static var p: UInt64 { UInt64(page) }
@@ -73,7 +61,7 @@ enum AgreementDriver {
 
     /// Random typed calls; each step's outcome as text.
     static func run(_ fd: borrowing IOMMUFD, seed: UInt64, memory: HostRange, memfd: CInt, steps: Int) -> [String] {
-        var rng = AgreementRNG(seed: seed)
+        var rng = SplitMix64(seed: seed)
         var ioas: [IOASID] = []
         var log: [String] = []
         func pick() -> IOASID { ioas.isEmpty || rng.next() % 16 == 0 ? IOASID(UInt32(rng.next() % 8)) : ioas[Int(rng.next() % UInt64(ioas.count))] }
@@ -170,7 +158,7 @@ enum AgreementDriver {
     /// Random raw commands: a size header, then 32-bit words from a small set of interesting
     /// values; each step's result and the bytes the call left in the argument.
     static func raw(_ fd: borrowing IOMMUFD, seed: UInt64, steps: Int) -> [String] {
-        var rng = AgreementRNG(seed: seed)
+        var rng = SplitMix64(seed: seed)
         let requests: [IoctlRequest] = [.destroy, .ioasAlloc, .ioasAlloc, .ioasAllowIOVAs, .ioasCopy, .ioasIOVARanges, .ioasMap,
                                         .ioasMap, .ioasUnmap, .ioasUnmap, .option, .vfioIOAS, .ioasChangeProcess, .ioasMapFile]
         let words: [UInt32] = [0, 0, 0, 1, 1, 2, 3, 4, 6, 7, 0x1000, 0x10_0000, 0xffff_ffff]

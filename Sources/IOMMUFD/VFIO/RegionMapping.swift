@@ -51,28 +51,23 @@ public struct RegionMapping: ~Copyable, Sendable {
 
 /// An eventfd: the kernel's counter that VFIO signals interrupts and faults through.
 public struct EventFD: ~Copyable, Sendable {
-    public let descriptor: CInt
+    let handle: KernelDescriptor
+    public var descriptor: CInt { handle.rawValue }
 
     /// - Throws: ``IOMMUFDError`` with operation `eventfd`.
     public init() throws(IOMMUFDError) {
         switch Syscalls.eventfd(0, CInt(EFD_CLOEXEC | EFD_NONBLOCK)) {
-        case .success(let fd): descriptor = fd
+        case .success(let fd): handle = KernelDescriptor(fd, kernel: LinuxKernel())
         case .failure(let e): throw IOMMUFDError(.eventfd, errno: e)
         }
     }
 
-    deinit { _ = Syscalls.close(descriptor) }
-
     /// Waits up to `milliseconds` for the counter to become nonzero, then reads and clears it.
     /// - Returns: The count, or 0 on timeout.
     public func wait(milliseconds: Int32) throws(IOMMUFDError) -> UInt64 {
-        switch Syscalls.poll(descriptor, Int16(POLLIN), milliseconds) {
-        case .success(0): return 0
-        case .success: break
-        case .failure(let e): throw IOMMUFDError(.eventfd, errno: e)
-        }
+        guard try handle.waitReadable(milliseconds: milliseconds, .eventfd) else { return 0 }
         var value: UInt64 = 0
-        let r = withUnsafeMutableBytes(of: &value) { Syscalls.read(descriptor, $0) }
+        let r = withUnsafeMutableBytes(of: &value) { handle.kernel.read(descriptor, into: $0) }
         if case .failure(let e) = r { throw IOMMUFDError(.eventfd, errno: e) }
         return value
     }

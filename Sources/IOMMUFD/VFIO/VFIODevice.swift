@@ -11,11 +11,11 @@ public import SystemPackage
 /// unbinds it. Register access goes through ``read(region:offset:into:)`` and
 /// ``write(region:offset:from:)`` or a ``RegionMapping``.
 public struct VFIODevice: ~Copyable, Sendable {
-    public let descriptor: CInt
-    public let kernel: any KernelInterface
+    let handle: KernelDescriptor
+    public var descriptor: CInt { handle.rawValue }
+    public var kernel: any KernelInterface { handle.kernel }
     /// The cdev path this device was opened from.
     public let path: String
-    private var closeOnDeinit = true
 
     /// Opens a VFIO device cdev.
     /// - Throws: ``IOMMUFDError`` with operation `openDevice` (`ENOENT`: no such device,
@@ -23,8 +23,7 @@ public struct VFIODevice: ~Copyable, Sendable {
     public init(path: String, kernel: any KernelInterface = LinuxKernel()) throws(IOMMUFDError) {
         switch kernel.open(path, flags: O_RDWR) {
         case .success(let fd):
-            self.descriptor = fd
-            self.kernel = kernel
+            self.handle = KernelDescriptor(fd, kernel: kernel)
             self.path = path
         case .failure(let e):
             throw IOMMUFDError(.openDevice, reason: .kernel(e))
@@ -37,13 +36,8 @@ public struct VFIODevice: ~Copyable, Sendable {
         try self.init(path: try pciAddress.vfioDevicePath(), kernel: kernel)
     }
 
-    deinit { if closeOnDeinit { _ = kernel.close(descriptor) } }
-
     /// Closes the device file, which also unbinds it from its iommufd.
-    public consuming func close() throws(IOMMUFDError) {
-        closeOnDeinit = false
-        if case .failure(let e) = kernel.close(descriptor) { throw IOMMUFDError(.close, errno: e) }
-    }
+    public consuming func close() throws(IOMMUFDError) { try handle.close() }
 
     // MARK: iommufd
 
@@ -279,9 +273,7 @@ public struct VFIODevice: ~Copyable, Sendable {
     func ioctl<Argument>(
         _ request: IoctlRequest, _ argument: inout Argument, _ operation: IOMMUFDError.Operation
     ) throws(IOMMUFDError) {
-        let fd = descriptor
-        let r = withUnsafeMutableBytes(of: &argument) { kernel.ioctl(fd, request, $0.baseAddress) }
-        if case .failure(let e) = r { throw IOMMUFDError(operation, request: request, errno: e) }
+        try handle.ioctl(request, &argument, operation)
     }
 }
 

@@ -61,31 +61,24 @@ public struct VEvent: Hashable, Sendable {
 /// itself lives until ``IOMMUFD/destroy(_:)``).
 public struct VEventQueue: ~Copyable, Sendable {
     public let id: VEventQueueID
-    public let descriptor: CInt
+    let handle: KernelDescriptor
+    public var descriptor: CInt { handle.rawValue }
     public let type: VEventQueueType
-    let kernel: any KernelInterface
+    var kernel: any KernelInterface { handle.kernel }
 
     init(id: VEventQueueID, descriptor: CInt, type: VEventQueueType, kernel: any KernelInterface) {
         self.id = id
-        self.descriptor = descriptor
+        self.handle = KernelDescriptor(descriptor, kernel: kernel)
         self.type = type
-        self.kernel = kernel
     }
-
-    private var closeOnDeinit = true
-
-    deinit { if closeOnDeinit { _ = kernel.close(descriptor) } }
 
     /// Closes the descriptor now. The queue object stays until ``IOMMUFD/destroy(_:)``, which
     /// answers `EBUSY` while the descriptor is open.
-    public consuming func close() throws(IOMMUFDError) {
-        closeOnDeinit = false
-        if case .failure(let e) = kernel.close(descriptor) { throw IOMMUFDError(.close, errno: e) }
-    }
+    public consuming func close() throws(IOMMUFDError) { try handle.close() }
 
     /// Waits up to `milliseconds` for an event to be readable; true when one is.
     public func wait(milliseconds: Int32) throws(IOMMUFDError) -> Bool {
-        try pollReadable(descriptor, milliseconds, .readEvents)
+        try handle.waitReadable(milliseconds: milliseconds, .readEvents)
     }
 
     /// Reads up to `maximum` queued events without blocking, calling `body` for each; returns
@@ -164,13 +157,5 @@ extension IOMMUFD {
         try ioctl(.veventqAlloc, &cmd, .allocateEventQueue)
         return VEventQueue(id: VEventQueueID(cmd.out_veventq_id), descriptor: CInt(bitPattern: cmd.out_veventq_fd),
                            type: type, kernel: kernel)
-    }
-}
-
-/// Polls one descriptor for input.
-func pollReadable(_ fd: CInt, _ milliseconds: Int32, _ operation: IOMMUFDError.Operation) throws(IOMMUFDError) -> Bool {
-    switch Syscalls.poll(fd, Int16(POLLIN), milliseconds) {
-    case .success(let revents): return revents & Int16(POLLIN) != 0
-    case .failure(let e): throw IOMMUFDError(operation, errno: e)
     }
 }

@@ -57,29 +57,22 @@ public struct PageResponseCode: RawRepresentable, Hashable, Sendable {
 /// this queue are read here and answered with ``respond(cookie:code:)``.
 public struct FaultQueue: ~Copyable, Sendable {
     public let id: FaultQueueID
-    public let descriptor: CInt
-    let kernel: any KernelInterface
+    let handle: KernelDescriptor
+    public var descriptor: CInt { handle.rawValue }
+    var kernel: any KernelInterface { handle.kernel }
 
     init(id: FaultQueueID, descriptor: CInt, kernel: any KernelInterface) {
         self.id = id
-        self.descriptor = descriptor
-        self.kernel = kernel
+        self.handle = KernelDescriptor(descriptor, kernel: kernel)
     }
-
-    private var closeOnDeinit = true
-
-    deinit { if closeOnDeinit { _ = kernel.close(descriptor) } }
 
     /// Closes the descriptor now. The queue object stays until ``IOMMUFD/destroy(_:)``, which
     /// answers `EBUSY` while the descriptor is open.
-    public consuming func close() throws(IOMMUFDError) {
-        closeOnDeinit = false
-        if case .failure(let e) = kernel.close(descriptor) { throw IOMMUFDError(.close, errno: e) }
-    }
+    public consuming func close() throws(IOMMUFDError) { try handle.close() }
 
     /// Waits up to `milliseconds` for a fault to be readable; true when one is.
     public func wait(milliseconds: Int32) throws(IOMMUFDError) -> Bool {
-        try pollReadable(descriptor, milliseconds, .readEvents)
+        try handle.waitReadable(milliseconds: milliseconds, .readEvents)
     }
 
     /// Reads up to `maximum` faults without blocking, calling `body` for each; returns how

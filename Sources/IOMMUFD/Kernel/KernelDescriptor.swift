@@ -1,0 +1,57 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// One kernel file descriptor, owned: closed exactly once, by ``close()`` or when the owner ends.
+///
+/// Every owner of a descriptor in this package (the iommufd, VFIO devices, event and fault
+/// queues) holds one and issues its calls through it, so each call goes through the owner's
+/// ``KernelInterface`` and ends in the package's one syscall choke point.
+struct KernelDescriptor: ~Copyable, Sendable {
+    let rawValue: CInt
+    let kernel: any KernelInterface
+    /// Cleared by ``close()``, which closes the descriptor itself.
+    private var closeOnDeinit = true
+
+    init(_ rawValue: CInt, kernel: any KernelInterface) {
+        self.rawValue = rawValue
+        self.kernel = kernel
+    }
+
+    deinit { if closeOnDeinit { _ = kernel.close(rawValue) } }
+
+    /// Closes the descriptor; it is released even when `close(2)` reports an error.
+    consuming func close() throws(IOMMUFDError) {
+        closeOnDeinit = false
+        if case .failure(let e) = kernel.close(rawValue) { throw IOMMUFDError(.close, errno: e) }
+    }
+
+    /// One ioctl with `argument` in and out; the argument lives wherever the caller keeps it
+    /// (the stack, for every fixed-size command), so the call does not allocate.
+    @inline(__always)
+    func ioctl<Argument>(
+        _ request: IoctlRequest, _ argument: inout Argument, _ operation: IOMMUFDError.Operation
+    ) throws(IOMMUFDError) {
+        let fd = rawValue
+        let r = withUnsafeMutableBytes(of: &argument) { kernel.ioctl(fd, request, $0.baseAddress) }
+        if case .failure(let e) = r { throw IOMMUFDError(operation, request: request, errno: e) }
+    }
+
+    /// One ioctl whose argument is a caller-built buffer (variable-length commands).
+    func ioctl(
+        _ request: IoctlRequest, buffer: UnsafeMutableRawPointer?, _ operation: IOMMUFDError.Operation
+    ) -> Result<Void, IOMMUFDError> {
+        switch kernel.ioctl(rawValue, request, buffer) {
+        case .success: .success(())
+        case .failure(let e): .failure(IOMMUFDError(operation, request: request, errno: e))
+        }
+    }
+
+    /// Waits up to `milliseconds` for the descriptor to be readable (`poll(2)`); true when it is.
+    func waitReadable(milliseconds: Int32, _ operation: IOMMUFDError.Operation) throws(IOMMUFDError) -> Bool {
+        switch Syscalls.poll(rawValue, Int16(POLLIN), milliseconds) {
+        case .success(let revents): return revents & Int16(POLLIN) != 0
+        case .failure(let e): throw IOMMUFDError(operation, errno: e)
+        }
+    }
+}
