@@ -2,7 +2,7 @@
 import Glibc
 #endif
 import CIOMMUFD
-public import SystemPackage
+import SystemPackage
 
 /// The owner of one iommufd file descriptor (`/dev/iommu`).
 ///

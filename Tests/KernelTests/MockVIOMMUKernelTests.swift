@@ -28,7 +28,7 @@ struct MockVIOMMUKernelTests {
         // A nested HWPT of a vIOMMU needs the device's vDEVICE first.
         expectKernelError(.noSuchFileOrDirectory, .mockIOMMU) { try fd.replaceMockDevicePageTable(mock, with: PageTableID(nested)) }
         expectKernelError(.noSuchFileOrDirectory, .mockIOMMU) { try fd.mockTriggerVEvent(device: mock.device) }
-        #expect(throws: IOMMUFDError.self) { try fd.allocateEventQueue(viommu: viommu, type: .selftest, depth: 0) }
+        #expect(throws: IOMMUFDError.self) { _ = try fd.allocateEventQueue(viommu: viommu, type: .selftest, depth: 0) }
         let queue = try fd.allocateEventQueue(viommu: viommu, type: .selftest, depth: 2)
         expectKernelError(.fileExists, .allocateEventQueue) { try fd.allocateEventQueue(viommu: viommu, type: .selftest, depth: 2) }
         #expect(try queue.readEvents().isEmpty)

@@ -2,7 +2,7 @@
 import Glibc
 #endif
 import CIOMMUFD
-public import SystemPackage
+import SystemPackage
 
 /// The only place this package calls libc. Each call captures `errno` at once and retries
 /// `EINTR`; everything above sees `Result<_, Errno>`.

@@ -1,7 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
-public import SystemPackage
+import SystemPackage
 import CIOMMUFD
 
 /// Page-aligned memory for DMA, owned: unmapped (and its memfd closed) when the owner ends.
@@ -93,6 +93,7 @@ public struct DMABuffer: ~Copyable, Sendable {
 
     /// Reads or writes the bytes. Do not let the pointer escape the closure; while a device may
     /// be writing, the bytes can change under the reader.
+    @discardableResult
     public func withUnsafeMutableBytes<R, E: Error>(
         _ body: (UnsafeMutableRawBufferPointer) throws(E) -> R
     ) throws(E) -> R {
