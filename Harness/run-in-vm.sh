@@ -2,7 +2,8 @@
 # Runs a command inside a VM with a real iommufd kernel, an emulated Intel VT-d IOMMU and two
 # QEMU edu DMA devices (one on NUMA node 1 behind its own host bridge), and exits with the
 # command's status. The VM sees the host's filesystem read-only at the same paths (virtio-9p),
-# so binaries built here run unchanged; the working directory is the same; /tmp is a tmpfs.
+# so binaries built here run unchanged; the working directory is the same (also under /tmp);
+# /tmp, /run, /dev, /proc and /sys are the VM's own.
 #
 #   Harness/run-in-vm.sh [--timeout SECONDS] [--kvm] [--scalable] [--memory MiB] -- COMMAND...
 #
@@ -42,6 +43,7 @@ fi
 
 work=${HIL_OUT:-$(mktemp -d)}
 mkdir -p "$work"; rm -f "$work/up" "$work/status"
+printf '%s\n' "$PWD" > "$work/cwd"
 { printf 'export HIL_CWD=%q\n' "$PWD"
   printf 'export PATH=%q HOME=/tmp TMPDIR=/tmp HIL_VM=1\n' "$PATH"
   env | grep -E '^(SWIFT_IOMMUFD_[A-Z_]+|TERM)=' | sed 's/^/export /' || true
