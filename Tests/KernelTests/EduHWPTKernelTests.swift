@@ -3,7 +3,6 @@ import IOMMUFD
 import QEMUDevices
 import Testing
 
-
 extension EduKernelTests {
     /// The edu device behind the emulated Intel VT-d: attach/replace/detach, the IOMMU's hardware
     /// info, HWPTs allocated explicitly, and what this IOMMU refuses.
@@ -31,6 +30,20 @@ extension EduKernelTests {
             expectKernelError(.noSuchFileOrDirectory, .attach) { try edu.vfio.attach(to: HWPTID(0xffff_ff00)) }
             try fd.destroy(b)
             print("edu \(address): \(hwptA) in IOAS a, replaced by \(hwptB) in b, then \(explicit)")
+        }
+
+        @Test func pasidAttachOnADeviceWithoutPASID() throws {
+            let address = try #require(EduDevice.all().first, "no edu device bound to vfio-pci")
+            let fd = try IOMMUFD()
+            let edu = try EduDevice(address, boundTo: fd)
+            let ioas = try fd.allocateIOAS()
+            try edu.vfio.attach(to: ioas)
+            // edu has no PASID capability and this VT-d runs in legacy mode: a PASID attach is
+            // refused (EINVAL); detaching a PASID that was never attached is a no-op for the
+            // kernel; the device's main attachment stays and still detaches.
+            expectKernelError(.invalidArgument, .attach) { try edu.vfio.attach(to: ioas, pasid: 1) }
+            try edu.vfio.detach(pasid: 1)
+            try edu.vfio.detach()
         }
 
         @Test func hardwareInfoOfTheEmulatedVTd() throws {
