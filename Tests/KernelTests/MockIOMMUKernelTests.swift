@@ -71,4 +71,20 @@ struct MockIOMMUKernelTests {
         _ = try fd.mapFile(try #require(memfd), offset: 0, length: UInt64(4 * page), into: ioas, at: IOVA(base))
         try fd.mockCheckMap(mock.hwpt, range(base, 4 * page), maps: buffer.address)
     }
+
+    @Test func hugePageBuffersMapWhole() throws {
+        // The VM boots with 64 huge pages of 2 MiB reserved (`hugepages=64`).
+        let fd = try IOMMUFD()
+        let ioas = try fd.allocateIOAS()
+        let mock = try fd.addMockDevice(to: PageTableID(ioas))
+        let anonymous = try DMABuffer(length: 4 << 20, hugePages: .size2M, populate: true)
+        let shared = try DMABuffer(memfdLength: 2 << 20, hugePages: .size2M)
+        #expect(anonymous.pageSize == .size2M && shared.pageSize == .size2M)
+        _ = try fd.map(anonymous, into: ioas, at: IOVA(base))
+        let memfd = shared.memfd
+        _ = try fd.mapFile(try #require(memfd), offset: 0, length: 2 << 20, into: ioas, at: IOVA(base + (4 << 20)))
+        try fd.mockCheckMap(mock.hwpt, range(base, 4 << 20), maps: anonymous.address)
+        try fd.mockCheckMap(mock.hwpt, range(base + (4 << 20), 2 << 20), maps: shared.address)
+        #expect(try fd.unmapAll(from: ioas) == 6 << 20)
+    }
 }
