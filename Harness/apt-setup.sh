@@ -12,14 +12,25 @@ pin=/etc/apt/preferences.d/swift-iommufd-backports
 
 sudo_() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
+# The mirror this machine already uses: from deb822 sources, else from a one-line sources.list.
+mirror_uri() {
+  if [ -f "$src" ]; then awk '/^URIs:/ && $2 !~ /security/ {print $2; exit}' "$src"; fi
+  if [ -f /etc/apt/sources.list ]; then
+    awk '$1 == "deb" && $0 !~ /security/ { for (i = 2; i <= NF; i++) if ($i ~ /^[a-z]+:\/\//) { print $i; exit } }' /etc/apt/sources.list
+  fi
+}
 if [ ! -f "$extra" ]; then
-  uri=$(awk '/^URIs:/ && $2 !~ /security/ {print $2; exit}' "$src")
-  keyring=$(awk '/^Signed-By:/ {print $2; exit}' "$src")
-  [ -n "$uri" ] || { echo "apt-setup: no URIs: line in $src" >&2; exit 1; }
-  printf 'Types: deb\nURIs: %s\nSuites: bookworm-backports trixie-backports\nComponents: main\nSigned-By: %s\n' \
-    "$uri" "$keyring" | sudo_ tee "$extra" >/dev/null
+  uri=$(mirror_uri | head -1)
+  keyring=$( [ -f "$src" ] && awk '/^Signed-By:/ {print $2; exit}' "$src" || true)
+  [ -n "$uri" ] || { echo "apt-setup: no Debian mirror found in $src or /etc/apt/sources.list" >&2; exit 1; }
+  { printf 'Types: deb\nURIs: %s\nSuites: bookworm-backports trixie-backports\nComponents: main\n' "$uri"
+    [ -z "$keyring" ] || printf 'Signed-By: %s\n' "$keyring"
+  } | sudo_ tee "$extra" >/dev/null
   printf 'Package: *\nPin: release a=bookworm-backports\nPin-Priority: 100\n\nPackage: *\nPin: release a=trixie-backports\nPin-Priority: 100\n' \
     | sudo_ tee "$pin" >/dev/null
+fi
+# (Re)read the package lists until the backports suites are known (a failed update is retried).
+if ! ls /var/lib/apt/lists/*trixie-backports*Packages* >/dev/null 2>&1; then
   sudo_ apt-get update -qq
 fi
 

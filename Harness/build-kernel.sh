@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Builds (or reuses) the test kernel: the newest linux-source-7.x Debian offers, tinyconfig plus
 # Harness/kernel.config. The image is cached under
-#   ${XDG_CACHE_HOME:-~/.cache}/swift-iommufd/kernel/<hash of source version, fragment, this script>/
+#   ${XDG_CACHE_HOME:-~/.cache}/swift-iommufd/kernel/<hash of source version, fragment, recipe>/
 # Prints the path of bzImage on the last line of stdout.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-cache=${XDG_CACHE_HOME:-$HOME/.cache}/swift-iommufd
+cache=${XDG_CACHE_HOME:-${HOME:-/root}/.cache}/swift-iommufd
 jobs=${JOBS:-$(nproc)}
 log() { echo "build-kernel: $*" >&2; }
 
@@ -20,7 +20,9 @@ pick_source() {
 pkg=$(pick_source)
 [ -n "$pkg" ] || { log "no linux-source package is offered by apt"; exit 1; }
 ver=$(apt-cache policy "$pkg" | awk '/Candidate:/ {print $2}')
-key=$(printf '%s\n%s\n' "$pkg=$ver" "$(cat "$here/kernel.config" "$0")" | sha256sum | cut -c1-16)
+# Bump when the build steps below change what gets built; edits that do not, do not rebuild.
+recipe=1
+key=$(printf '%s\n%s\n' "$pkg=$ver recipe=$recipe" "$(cat "$here/kernel.config")" | sha256sum | cut -c1-16)
 out=$cache/kernel/$key
 if [ -f "$out/bzImage" ]; then
   log "reusing $out/bzImage ($(cat "$out/version"))"; echo "$out/bzImage"; exit 0
@@ -56,7 +58,8 @@ if [ -t 2 ]; then make -C "$tree" O="$build" -j"$jobs" bzImage 2>&1 | while IFS=
 else make -s -C "$tree" O="$build" -j"$jobs" bzImage >&2; fi
 [ -f "$build/arch/x86/boot/bzImage" ] || { log "kernel build failed"; exit 1; }
 mkdir -p "$out"
-cp "$build/arch/x86/boot/bzImage" "$out/bzImage.tmp" && mv "$out/bzImage.tmp" "$out/bzImage"
+tmp=$(mktemp "$out/bzImage.XXXXXX")
+cp "$build/arch/x86/boot/bzImage" "$tmp" && mv "$tmp" "$out/bzImage"
 cp "$build/.config" "$out/config"
 echo "$pkg $ver ($(make -s -C "$tree" O="$build" kernelrelease))" > "$out/version"
 rm -rf "$build"

@@ -5,9 +5,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 Harness/apt-setup.sh >/dev/null
-swift build --product iommufd-demo 2>&1 | grep -Ev '^\[[0-9]+/[0-9]+\]'
+swift build --product iommufd-demo 2>&1 | { grep -Ev '^\[[0-9]+/[0-9]+\]' || true; }
+[ "${PIPESTATUS[0]}" -eq 0 ] || { echo "demo: build failed"; exit 1; }
 demo=$(swift build --show-bin-path)/iommufd-demo
-if [ -e /dev/iommu ] && [ -n "$(ls /dev/vfio/devices 2>/dev/null)" ]; then
+if [ -e /dev/iommu ] && grep -lqs 0x11e8 /sys/bus/pci/drivers/vfio-pci/*/device; then
   exec "$demo"
 fi
 echo "demo: no /dev/iommu here; running inside the test VM"

@@ -25,7 +25,7 @@ done
 [ $# -gt 0 ] || { echo "usage: $0 [--timeout S] [--kvm] [--scalable] [--memory MiB] -- COMMAND..." >&2; exit 2; }
 
 kernel=${HIL_KERNEL:-$("$here/build-kernel.sh" | tail -1)}
-cache=${XDG_CACHE_HOME:-$HOME/.cache}/swift-iommufd
+cache=${XDG_CACHE_HOME:-${HOME:-/root}/.cache}/swift-iommufd
 
 # The initramfs: busybox and our init, nothing else (cached by content).
 busybox=$(command -v busybox || echo /bin/busybox)
@@ -37,7 +37,8 @@ if [ ! -f "$initrd" ]; then
   cp "$busybox" "$root/bin/busybox"
   cp "$here/init" "$root/init"; chmod +x "$root/init"
   mkdir -p "$(dirname "$initrd")"
-  (cd "$root" && find . | cpio -o -H newc --quiet | gzip -1) > "$initrd.tmp" && mv "$initrd.tmp" "$initrd"
+  tmp=$(mktemp "$initrd.XXXXXX")
+  (cd "$root" && find . | cpio -o -H newc --quiet | gzip -1) > "$tmp" && mv "$tmp" "$initrd"
   rm -rf "$root"
 fi
 
@@ -46,7 +47,9 @@ mkdir -p "$work"; rm -f "$work/up" "$work/status"
 printf '%s\n' "$PWD" > "$work/cwd"
 { printf 'export HIL_CWD=%q\n' "$PWD"
   printf 'export PATH=%q HOME=/tmp TMPDIR=/tmp HIL_VM=1\n' "$PATH"
-  env | grep -E '^(SWIFT_IOMMUFD_[A-Z_]+|TERM)=' | sed 's/^/export /' || true
+  for name in $(compgen -e | grep -E '^(SWIFT_IOMMUFD_[A-Z_]+|TERM)$'); do
+    printf 'export %s=%q\n' "$name" "${!name}"
+  done
 } > "$work/env"
 printf '%q ' "$@" > "$work/command"; echo >> "$work/command"
 

@@ -8,6 +8,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 #include <linux/memfd.h>
+#include <stdint.h>
 
 static inline int cio_ioctl(int fd, unsigned long request, void *argument) {
     return ioctl(fd, request, argument);
@@ -20,5 +21,15 @@ static inline int cio_memfd_create(const char *name, unsigned int flags) {
 static inline int cio_eventfd(unsigned int initial, int flags) {
     return eventfd(initial, flags);
 }
+
+// Device register accesses through a mapped BAR: volatile, so each is one access of its width.
+static inline uint8_t cio_mmio_read8(const void *p) { return *(const volatile uint8_t *)p; }
+static inline uint16_t cio_mmio_read16(const void *p) { return *(const volatile uint16_t *)p; }
+static inline uint32_t cio_mmio_read32(const void *p) { return *(const volatile uint32_t *)p; }
+static inline uint64_t cio_mmio_read64(const void *p) { return *(const volatile uint64_t *)p; }
+static inline void cio_mmio_write8(void *p, uint8_t v) { *(volatile uint8_t *)p = v; }
+static inline void cio_mmio_write16(void *p, uint16_t v) { *(volatile uint16_t *)p = v; }
+static inline void cio_mmio_write32(void *p, uint32_t v) { *(volatile uint32_t *)p = v; }
+static inline void cio_mmio_write64(void *p, uint64_t v) { *(volatile uint64_t *)p = v; }
 #endif
 #endif

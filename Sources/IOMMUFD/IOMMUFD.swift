@@ -48,7 +48,9 @@ public struct IOMMUFD: ~Copyable, Sendable {
         self.handle = KernelDescriptor(descriptor, kernel: kernel)
     }
 
-    /// Closes the iommufd, destroying every object in it.
+    /// Closes this descriptor of the iommufd. The kernel destroys every object in it once
+    /// nothing else holds the context: bound VFIO devices and open event or fault queue
+    /// descriptors keep it alive until they are closed too.
     /// - Throws: ``IOMMUFDError`` with operation `close`; the descriptor is released anyway.
     public consuming func close() throws(IOMMUFDError) { try handle.close() }
 

@@ -2,21 +2,10 @@
 import Glibc
 #endif
 import IOMMUFD
+import SystemPackage
 import CIOMMUFD
 
 typealias Field = IOMMUFDModel.Field
-
-extension Errno {
-    static let fault = Errno(rawValue: Glibc.EFAULT)
-    static let tooBig = Errno(rawValue: Glibc.E2BIG)
-    static let notSupportedOp = Errno(rawValue: Glibc.EOPNOTSUPP)
-    static let overflowed = Errno(rawValue: Glibc.EOVERFLOW)
-    static let addressBusy = Errno(rawValue: Glibc.EADDRINUSE)
-    static let notPermittedOp = Errno(rawValue: Glibc.EPERM)
-    static let noDevice = Errno(rawValue: Glibc.ENODEV)
-    static let tooLong = Errno(rawValue: Glibc.EMSGSIZE)
-    static let noTTY = Errno(rawValue: Glibc.ENOTTY)
-}
 
 /// The lowest address a process can map (`vm.mmap_min_addr`'s default): below it every
 /// access faults.
@@ -31,7 +20,7 @@ extension ModelState {
     mutating func ioctl(_ fd: CInt, _ request: IoctlRequest, _ argument: UnsafeMutableRawPointer?) -> Result<CInt, Errno> {
         counts[request, default: 0] += 1
         guard contexts[fd] != nil else {
-            let e: Errno = otherFiles[fd] != nil ? .noTTY : .badFileDescriptor
+            let e: Errno = otherFiles[fd] != nil ? .inappropriateIOCTLForDevice : .badFileDescriptor
             record(fd, .ioctl(request), [], e)
             return .failure(e)
         }
@@ -55,7 +44,7 @@ extension ModelState {
         // With CONFIG_IOMMUFD_TEST the table reaches IOMMU_TEST_CMD (0xa0), else IOAS_NOIOMMU_GET_PA (0x95).
         let tableEnd: UInt = configuration.selftest ? 0xa1 : 0x96
         guard nr >= 0x80, nr < tableEnd else { return try vfioCompat(request, argument, &fields) }
-        guard let argument, UInt64(UInt(bitPattern: argument)) >= minimumUserAddress else { throw .fault }
+        guard let argument, UInt64(UInt(bitPattern: argument)) >= minimumUserAddress else { throw .badAddress }
         let size = argument.loadUnaligned(as: UInt32.self)
         fields.append(Field("size", UInt64(size)))
 
@@ -91,7 +80,7 @@ extension ModelState {
             try iovaRanges(fd, &cmd)
             fields += [Field("out_num_iovas", UInt64(cmd.num_iovas)), Field("out_iova_alignment", cmd.out_iova_alignment)]
             respond(cmd, argument, size)
-            if cmd.num_iovas > capacity { throw .tooLong }
+            if cmd.num_iovas > capacity { throw .messageTooLong }
         case .ioasMap:
             var cmd = try decode(cio_iommu_ioas_map.self, offsetEnd(\cio_iommu_ioas_map.iova), argument, size)
             fields += [Field("flags", UInt64(cmd.flags)), Field("ioas_id", UInt64(cmd.ioas_id)),
@@ -139,7 +128,7 @@ extension ModelState {
             try selftest(fd, cmd, &fields)
         case .faultQueueAlloc:
             _ = try decode(cio_iommu_fault_alloc.self, offsetEnd(\cio_iommu_fault_alloc.out_fault_fd), argument, size)
-            throw .notSupportedOp
+            throw .notSupportedOnSocket
         case .hwptAlloc:
             _ = try decode(cio_iommu_hwpt_alloc.self, offsetEnd(\cio_iommu_hwpt_alloc.__reserved), argument, size)
             throw .noSuchFileOrDirectory
@@ -169,7 +158,7 @@ extension ModelState {
             throw .noSuchFileOrDirectory
         default:
             // A hole in the table, or a number whose type, direction or size bits differ.
-            throw .noTTY
+            throw .inappropriateIOCTLForDevice
         }
         return 0
     }
@@ -186,7 +175,7 @@ extension ModelState {
                 Result { () throws(Errno) in try UserMemory.read(at, into: b.baseAddress!, b.count) }
             }
             try read.get()
-            guard extra.allSatisfy({ $0 == 0 }) else { throw .tooBig }
+            guard extra.allSatisfy({ $0 == 0 }) else { throw .argListTooLong }
         }
         return withUnsafeTemporaryAllocation(of: T.self, capacity: 1) { p in
             let raw = UnsafeMutableRawBufferPointer(p)
@@ -214,7 +203,7 @@ extension ModelState {
             // VFIO_TYPE1_IOMMU, VFIO_TYPE1v2_IOMMU, VFIO_UNMAP_ALL.
             return [1, 3, 9].contains(type) ? 1 : 0
         default:
-            throw .noTTY
+            throw .inappropriateIOCTLForDevice
         }
     }
 }

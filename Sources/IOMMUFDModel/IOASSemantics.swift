@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import IOMMUFD
+import SystemPackage
 import CIOMMUFD
 
 /// A slice of pages to map (`struct iopt_pages_list`): where its first byte comes from.
@@ -63,7 +64,7 @@ extension ModelState {
     }
 
     mutating func allocateIOAS(_ fd: CInt, _ cmd: inout cio_iommu_ioas_alloc) throws(Errno) {
-        guard cmd.flags == 0 else { throw .notSupportedOp }
+        guard cmd.flags == 0 else { throw .notSupportedOnSocket }
         guard let id = contexts[fd]!.freeID() else { throw .resourceBusy }
         contexts[fd]!.objects[id] = IOASState()
         cmd.out_ioas_id = id
@@ -74,7 +75,7 @@ extension ModelState {
     /// `iommufd_ioas_iova_ranges`: the holes between reserved regions. Writes at most
     /// `num_iovas` entries and sets `num_iovas` to how many there are.
     mutating func iovaRanges(_ fd: CInt, _ cmd: inout cio_iommu_ioas_iova_ranges) throws(Errno) {
-        guard cmd.__reserved == 0 else { throw .notSupportedOp }
+        guard cmd.__reserved == 0 else { throw .notSupportedOnSocket }
         let ioas = try ioas(fd, cmd.ioas_id)
         let capacity = cmd.num_iovas
         let free = holes(merged(ioas.reserved), in: 0, .max)
@@ -89,7 +90,7 @@ extension ModelState {
 
     /// `iommufd_ioas_allow_iovas`: replaces the allowed list after checking every range.
     mutating func allowIOVAs(_ fd: CInt, _ cmd: inout cio_iommu_ioas_allow_iovas) throws(Errno) {
-        guard cmd.__reserved == 0 else { throw .notSupportedOp }
+        guard cmd.__reserved == 0 else { throw .notSupportedOnSocket }
         let ioas = try ioas(fd, cmd.ioas_id)
         var loaded: [Span] = []
         let stride = UInt64(MemoryLayout<cio_iommu_iova_range>.stride)
@@ -100,7 +101,7 @@ extension ModelState {
             guard !loaded.contains(where: { $0.intersects(r.start, r.last) }) else { throw .invalidArgument }
             loaded.append(Span(first: r.start, last: r.last))
         }
-        for a in loaded where ioas.hasReserved(a.first, a.last) { throw .addressBusy }
+        for a in loaded where ioas.hasReserved(a.first, a.last) { throw .addressInUse }
         contexts[fd]!.objects[cmd.ioas_id]!.allowed = loaded
     }
 
@@ -108,11 +109,11 @@ extension ModelState {
 
     /// `iommufd_ioas_map` and `iopt_map_user_pages`.
     mutating func map(_ fd: CInt, _ cmd: inout cio_iommu_ioas_map) throws(Errno) {
-        guard cmd.flags & ~mapFlags == 0, cmd.__reserved == 0 else { throw .notSupportedOp }
-        guard cmd.iova != .max, cmd.length != .max else { throw .overflowed }
+        guard cmd.flags & ~mapFlags == 0, cmd.__reserved == 0 else { throw .notSupportedOnSocket }
+        guard cmd.iova != .max, cmd.length != .max else { throw .overflow }
         guard cmd.flags & accessFlags != 0 else { throw .invalidArgument }
         _ = try ioas(fd, cmd.ioas_id)
-        guard !cmd.user_va.addingReportingOverflow(cmd.length).overflow else { throw .overflowed }
+        guard !cmd.user_va.addingReportingOverflow(cmd.length).overflow else { throw .overflow }
         guard cmd.length != 0, cmd.length <= UInt64.max - page else { throw .invalidArgument }
         let writable = cmd.flags & CIO_IOMMU_IOAS_MAP_WRITEABLE != 0
         try mapSlices(fd, cmd.ioas_id, [Slice(address: cmd.user_va, length: cmd.length, fd: nil, writable: writable)],
@@ -121,12 +122,12 @@ extension ModelState {
 
     /// `iommufd_ioas_map_file` and `iopt_map_file_pages`.
     mutating func mapFile(_ fd: CInt, _ cmd: inout cio_iommu_ioas_map_file) throws(Errno) {
-        guard cmd.flags & ~mapFlags == 0 else { throw .notSupportedOp }
-        guard cmd.iova != .max, cmd.length != .max else { throw .overflowed }
+        guard cmd.flags & ~mapFlags == 0 else { throw .notSupportedOnSocket }
+        guard cmd.iova != .max, cmd.length != .max else { throw .overflow }
         guard cmd.flags & accessFlags != 0 else { throw .invalidArgument }
         _ = try ioas(fd, cmd.ioas_id)
         guard cmd.length != 0 else { throw .invalidArgument }
-        guard !cmd.start.addingReportingOverflow(cmd.length - 1).overflow else { throw .overflowed }
+        guard !cmd.start.addingReportingOverflow(cmd.length - 1).overflow else { throw .overflow }
         // `fget`: any descriptor open in this process; nothing is pinned without a domain.
         guard cmd.fd >= 0, fcntl(cmd.fd, F_GETFD) != -1 else { throw .badFileDescriptor }
         guard cmd.length <= UInt64.max - page else { throw .invalidArgument }
@@ -137,8 +138,8 @@ extension ModelState {
 
     /// `iommufd_ioas_copy`: the source's contiguous areas over the range, sliced, mapped again.
     mutating func copy(_ fd: CInt, _ cmd: inout cio_iommu_ioas_copy) throws(Errno) {
-        guard cmd.flags & ~mapFlags == 0 else { throw .notSupportedOp }
-        guard cmd.length != .max, cmd.src_iova != .max, cmd.dst_iova != .max else { throw .overflowed }
+        guard cmd.flags & ~mapFlags == 0 else { throw .notSupportedOnSocket }
+        guard cmd.length != .max, cmd.src_iova != .max, cmd.dst_iova != .max else { throw .overflow }
         guard cmd.flags & accessFlags != 0 else { throw .invalidArgument }
         let source = try ioas(fd, cmd.src_ioas_id)
         let slices = try pages(of: source, cmd.src_iova, cmd.length)
@@ -150,7 +151,7 @@ extension ModelState {
     private func pages(of ioas: IOASState, _ iova: UInt64, _ length: UInt64) throws(Errno) -> [Slice] {
         guard length != 0 else { throw .invalidArgument }
         let (last, overflow) = iova.addingReportingOverflow(length - 1)
-        guard !overflow else { throw .overflowed }
+        guard !overflow else { throw .overflow }
         var i = ioas.firstArea(endingAtOrAbove: iova)
         guard i < ioas.areas.count, ioas.areas[i].first <= iova else { throw .noSuchFileOrDirectory }
         var cursor = iova
@@ -183,7 +184,7 @@ extension ModelState {
         var cursor = iova
         var areas: [ModelArea] = []
         for s in slices {
-            guard !writeable || s.writable else { throw .notPermittedOp }
+            guard !writeable || s.writable else { throw .notPermitted }
             guard (s.address % page) & (alignment - 1) == 0 else { throw .invalidArgument }
             areas.append(ModelArea(first: cursor, last: cursor + (s.length - 1), address: s.address, fd: s.fd, writable: s.writable))
             cursor &+= s.length
@@ -195,7 +196,7 @@ extension ModelState {
     private func checkIOVA(_ ioas: IOASState, _ iova: UInt64, _ length: UInt64) throws(Errno) {
         guard iova & (ioas.alignment(page) - 1) == 0 else { throw .invalidArgument }
         let (last, overflow) = iova.addingReportingOverflow(length - 1)
-        guard !overflow else { throw .overflowed }
+        guard !overflow else { throw .overflow }
         guard !ioas.hasReserved(iova, last) else { throw .invalidArgument }
         guard !ioas.hasArea(iova, last) else { throw .fileExists }
     }
@@ -206,7 +207,7 @@ extension ModelState {
     /// ``IOMMUFDModel/Configuration/maximumAutomaticAlignment``; never IOVA 0.
     private func allocateIOVA(_ ioas: IOASState, address: UInt64, length: UInt64) throws(Errno) -> UInt64 {
         let pageOffset = address % page
-        guard length != 0, length < UInt64.max / 2 else { throw .overflowed }
+        guard length != 0, length < UInt64.max / 2 else { throw .overflow }
         var alignment = roundUpToPowerOfTwo(length)
         if address != 0 { alignment = min(alignment, 1 << UInt64(address.trailingZeroBitCount)) }
         if alignment >= configuration.maximumAutomaticAlignment { alignment = configuration.maximumAutomaticAlignment }
@@ -247,10 +248,10 @@ extension ModelState {
             cmd.length = bytes
             return
         }
-        guard cmd.iova != .max, cmd.length != .max else { throw .overflowed }
+        guard cmd.iova != .max, cmd.length != .max else { throw .overflow }
         guard cmd.length != 0 else { throw .invalidArgument }
         let (last, overflow) = cmd.iova.addingReportingOverflow(cmd.length - 1)
-        guard !overflow else { throw .overflowed }
+        guard !overflow else { throw .overflow }
         let (bytes, error) = unmapRange(fd, cmd.ioas_id, cmd.iova, last)
         if let error { throw error }
         guard bytes != 0 else { throw .noSuchFileOrDirectory }
@@ -282,7 +283,7 @@ extension ModelState {
 
     /// `iommufd_ioas_change_process`: only file-backed areas can move to another process.
     func changeProcess(_ fd: CInt, _ cmd: cio_iommu_ioas_change_process) throws(Errno) {
-        guard cmd.__reserved == 0 else { throw .notSupportedOp }
+        guard cmd.__reserved == 0 else { throw .notSupportedOnSocket }
         for (_, ioas) in contexts[fd]!.objects.sorted(by: { $0.key < $1.key }) where ioas.areas.contains(where: { $0.fd == nil }) {
             throw .invalidArgument
         }
@@ -290,20 +291,20 @@ extension ModelState {
 
     /// `iommufd_option`.
     mutating func option(_ fd: CInt, _ cmd: inout cio_iommu_option) throws(Errno) {
-        guard cmd.__reserved == 0 else { throw .notSupportedOp }
+        guard cmd.__reserved == 0 else { throw .notSupportedOnSocket }
         switch cmd.option_id {
         case CIO_IOMMU_OPTION_RLIMIT_MODE:
-            guard cmd.object_id == 0 else { throw .notSupportedOp }
+            guard cmd.object_id == 0 else { throw .notSupportedOnSocket }
             switch cmd.op {
             case CIO_IOMMU_OPTION_OP_GET:
                 cmd.val64 = contexts[fd]!.accountPerProcess ? 1 : 0
             case CIO_IOMMU_OPTION_OP_SET:
-                guard configuration.privileged else { throw .notPermittedOp }
+                guard configuration.privileged else { throw .notPermitted }
                 guard contexts[fd]!.objects.isEmpty else { throw .resourceBusy }
                 guard cmd.val64 <= 1 else { throw .invalidArgument }
                 contexts[fd]!.accountPerProcess = cmd.val64 == 1
             default:
-                throw .notSupportedOp
+                throw .notSupportedOnSocket
             }
         case CIO_IOMMU_OPTION_HUGE_PAGES:
             let ioas = try ioas(fd, cmd.object_id)
@@ -317,7 +318,7 @@ extension ModelState {
                     // iopt_check_iova_alignment for the page alignment huge pages off needs.
                     let mask = page - 1
                     for a in ioas.areas where a.first & mask != 0 || a.length & mask != 0 || (a.address % page) & mask != 0 {
-                        throw .addressBusy
+                        throw .addressInUse
                     }
                     contexts[fd]!.objects[cmd.object_id]!.disableLargePages = true
                 case 1:
@@ -326,19 +327,19 @@ extension ModelState {
                     throw .invalidArgument
                 }
             default:
-                throw .notSupportedOp
+                throw .notSupportedOnSocket
             }
         default:
-            throw .notSupportedOp
+            throw .notSupportedOnSocket
         }
     }
 
     /// `iommufd_vfio_ioas`.
     mutating func vfioIOAS(_ fd: CInt, _ cmd: inout cio_iommu_vfio_ioas) throws(Errno) {
-        guard cmd.__reserved == 0 else { throw .notSupportedOp }
+        guard cmd.__reserved == 0 else { throw .notSupportedOnSocket }
         switch cmd.op {
         case CIO_IOMMU_VFIO_IOAS_GET:
-            guard let id = contexts[fd]!.vfioIOAS else { throw .noDevice }
+            guard let id = contexts[fd]!.vfioIOAS else { throw .operationNotSupportedByDevice }
             cmd.ioas_id = id
         case CIO_IOMMU_VFIO_IOAS_SET:
             _ = try ioas(fd, cmd.ioas_id)
@@ -346,7 +347,7 @@ extension ModelState {
         case CIO_IOMMU_VFIO_IOAS_CLEAR:
             contexts[fd]!.vfioIOAS = nil
         default:
-            throw .notSupportedOp
+            throw .notSupportedOnSocket
         }
     }
 
@@ -354,26 +355,26 @@ extension ModelState {
     /// VM's kernel) a stub answering `EOPNOTSUPP`; with it, as for an IOAS whose areas an IOMMU
     /// translates.
     func noIOMMUPhysicalAddress(_ fd: CInt, _ cmd: inout cio_iommu_ioas_noiommu_get_pa) throws(Errno) {
-        guard configuration.noIOMMU else { throw .notSupportedOp }
-        guard configuration.privileged else { throw .notPermittedOp }
-        guard cmd.flags == 0, cmd.__reserved == 0 else { throw .notSupportedOp }
+        guard configuration.noIOMMU else { throw .notSupportedOnSocket }
+        guard configuration.privileged else { throw .notPermitted }
+        guard cmd.flags == 0, cmd.__reserved == 0 else { throw .notSupportedOnSocket }
         guard cmd.length != 0 else { throw .invalidArgument }
-        guard cmd.iova != .max else { throw .overflowed }
+        guard cmd.iova != .max else { throw .overflow }
         let ioas = try ioas(fd, cmd.ioas_id)
         guard ioas.hasArea(cmd.iova, cmd.iova) else { throw .noSuchFileOrDirectory }
-        throw .notSupportedOp
+        throw .notSupportedOnSocket
     }
 
     /// `IOMMU_TEST_CMD`: only `IOMMU_TEST_OP_ADD_RESERVED` (`iommufd_test_add_reserved`).
     mutating func selftest(_ fd: CInt, _ cmd: cio_iommu_test_cmd, _ fields: inout [Field]) throws(Errno) {
-        guard cmd.op == CIO_IOMMU_TEST_OP_ADD_RESERVED else { throw .notSupportedOp }
+        guard cmd.op == CIO_IOMMU_TEST_OP_ADD_RESERVED else { throw .notSupportedOnSocket }
         let start = cmd.add_reserved.start, length = cmd.add_reserved.length
         fields += [Field("start", start), Field("length", length)]
         guard length != 0 else { throw .invalidArgument }
         let (last, overflow) = start.addingReportingOverflow(length - 1)
-        guard !overflow else { throw .overflowed }
+        guard !overflow else { throw .overflow }
         let ioas = try ioas(fd, cmd.id)
-        guard !ioas.hasArea(start, last), !ioas.allowed.contains(where: { $0.intersects(start, last) }) else { throw .addressBusy }
+        guard !ioas.hasArea(start, last), !ioas.allowed.contains(where: { $0.intersects(start, last) }) else { throw .addressInUse }
         contexts[fd]!.objects[cmd.id]!.reserved.append(Span(first: start, last: last))
     }
 }

@@ -2,6 +2,7 @@
 import Glibc
 #endif
 public import IOMMUFD
+import SystemPackage
 import CIOMMUFD
 import Synchronization
 

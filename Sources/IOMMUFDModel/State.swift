@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import IOMMUFD
+import SystemPackage
 
 /// An inclusive span `[first, last]` of a 64-bit space.
 struct Span: Hashable {

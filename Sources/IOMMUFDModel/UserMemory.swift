@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import IOMMUFD
+import SystemPackage
 
 /// Copies to and from process addresses named inside commands, as `copy_from_user` and
 /// `copy_to_user` do: an address that is not mapped (or not writeable, for a write) answers

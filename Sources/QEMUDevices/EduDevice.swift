@@ -65,7 +65,7 @@ public struct EduDevice: ~Copyable {
         _ direction: Direction, iova: IOVA, deviceOffset: Int = 0, count: Int, raiseInterrupt: Bool = false,
         timeout: Double = 10
     ) throws(IOMMUFDError) -> Bool {
-        guard count > 0, deviceOffset >= 0, deviceOffset + count <= Self.bufferSize else {
+        guard count > 0, deviceOffset >= 0, deviceOffset <= Self.bufferSize, count <= Self.bufferSize - deviceOffset else {
             throw IOMMUFDError(.edu, reason: .invalidArgument("\(count) bytes at \(deviceOffset) leave the 4 KiB device buffer"))
         }
         guard let last = iova.advanced(by: UInt64(count - 1)), last <= Self.highestIOVA else {

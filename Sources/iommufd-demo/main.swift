@@ -57,7 +57,26 @@ func run() throws {
     // 2. A guest's own IO page table, walked and mirrored into a kernel-managed IOAS.
     section("software mirroring with real DMA through VT-d")
     let ram = try DMABuffer(memfdLength: 16 << 20, name: "guest-ram")
-    let guestRAM = ram.withUnsafeMutableBytes { MutableGuestMemoryBuffer(base: GuestPhysicalAddress(0), buffer: $0) }
+    let edu = try EduDevice(first, boundTo: iommufd)
+    let ioas = try iommufd.allocateIOAS()
+    try edu.vfio.attach(to: ioas)
+    try edu.enableBusMaster()
+    let guestBase = ram.address
+    // The guest's memory is the buffer's bytes, valid for this closure: the guest table lives
+    // there, and the device reads and writes there through the mirrored IOVAs.
+    try ram.withUnsafeMutableBytes { bytes in
+        try mirrorAndDMA(iommufd, ioas, edu, guestMemory: bytes, guestBase: guestBase)
+    }
+    try edu.vfio.detach()
+}
+
+/// Builds a guest VT-d second-stage table in guest memory, mirrors its leaves into `ioas`,
+/// has the device copy through the mirrored IOVAs, then follows the guest's unmap.
+func mirrorAndDMA(
+    _ iommufd: borrowing IOMMUFD, _ ioas: IOASID, _ edu: borrowing EduDevice,
+    guestMemory bytes: UnsafeMutableRawBufferPointer, guestBase: HostAddress
+) throws {
+    let guestRAM = MutableGuestMemoryBuffer(base: GuestPhysicalAddress(0), buffer: bytes)
     let tables = try GuestPhysicalRange(base: GuestPhysicalAddress(15 << 20), length: 1 << 20)
     var guestTable = try PageTableBuilder(format: VTdSecondStage(levels: 4, outputBits: 39), memory: guestRAM,
                                           allocator: BumpTableAllocator(range: tables))
@@ -67,33 +86,26 @@ func run() throws {
     try guestTable.map(small.first, to: GuestPhysicalAddress(0x30_0000), size: .size4K, permissions: .readWrite)
     try guestTable.map(large.first, to: GuestPhysicalAddress(0x80_0000), size: .size2M, permissions: .readWrite)
 
-    let edu = try EduDevice(first, boundTo: iommufd)
-    let ioas = try iommufd.allocateIOAS()
-    try edu.vfio.attach(to: ioas)
-    try edu.enableBusMaster()
-
     // Mirror: every leaf the walk finds becomes one IOAS mapping of the guest memory behind it.
     var start = timespec()
     clock_gettime(CLOCK_MONOTONIC, &start)
     var mirrored: [(IOVARange, HostRange)] = []
     let walk = try guestTable.walker().walk { extent in mirrored.append((extent.input, try! HostRange(
-        base: ram.address.advanced(by: extent.output.rawValue)!, length: extent.size.bytes))) }
+        base: guestBase.advanced(by: extent.output.rawValue)!, length: extent.size.bytes))) }
     for (iova, host) in mirrored {
         _ = try iommufd.map(host, into: ioas, at: iova.first)
     }
     let elapsed = Int(microseconds(since: start).rounded())
     print("guest table: \(walk.leaves) leaves in \(walk.tablesVisited) tables walked and mirrored in \(elapsed) µs")
-    for (iova, host) in mirrored { print("  IOVA \(iova) -> guest memory +0x\(String(host.first.rawValue - ram.address.rawValue, radix: 16))") }
+    for (iova, host) in mirrored { print("  IOVA \(iova) -> guest memory +0x\(String(host.first.rawValue - guestBase.rawValue, radix: 16))") }
 
     // The device reads the guest's 4 KiB page and writes it into the middle of the 2 MiB page.
     let message = Array("DMA through a mirrored guest IO page table".utf8)
-    ram.withUnsafeMutableBytes { bytes in
-        for (i, b) in message.enumerated() { bytes[0x30_0000 + i] = b }
-    }
+    for (i, b) in message.enumerated() { bytes[0x30_0000 + i] = b }
     guard try edu.dma(.toDevice, iova: small.first, count: 4096),
           try edu.dma(.toMemory, iova: IOVA(0x20_1000), count: 4096)
     else { fail("the edu DMA engine did not finish") }
-    let arrived = ram.withUnsafeMutableBytes { Array($0[0x80_1000..<0x80_1000 + message.count]) }
+    let arrived = Array(bytes[0x80_1000..<0x80_1000 + message.count])
     print("edu copied guest IOVA \(small.first) -> \(IOVA(0x20_1000)): guest memory at 0x801000 reads "
           + "\"\(String(decoding: arrived, as: UTF8.self))\" (\(arrived == message ? "equal" : "DIFFERENT"))")
     guard arrived == message else { fail("DMA through the mirror did not arrive") }
@@ -103,12 +115,11 @@ func run() throws {
     var stillMapped = 0
     _ = try guestTable.walker().walk(small) { _ in stillMapped += 1 }
     if stillMapped == 0 { _ = try iommufd.unmap(small, from: ioas) }
-    ram.withUnsafeMutableBytes { $0[0x30_0000..<0x30_1000].initializeMemory(as: UInt8.self, repeating: 0xee) }
+    bytes[0x30_0000..<0x30_1000].initializeMemory(as: UInt8.self, repeating: 0xee)
     _ = try edu.dma(.toMemory, iova: small.first, count: 4096)
-    let untouched = ram.withUnsafeMutableBytes { $0[0x30_0000..<0x30_1000].allSatisfy { $0 == 0xee } }
+    let untouched = bytes[0x30_0000..<0x30_1000].allSatisfy { $0 == 0xee }
     print("after the guest's unmap and invalidation: DMA to \(small.first) \(untouched ? "refused by the IOMMU, guest memory unchanged" : "REACHED MEMORY")")
     guard untouched else { fail("DMA reached memory after unmap") }
-    try edu.vfio.detach()
 }
 
 do {

@@ -50,7 +50,7 @@ import Testing
     @Test func pciAddressesParseOnlySysfsWidths() {
         #expect(PCIAddress("0000:00:05.0") == PCIAddress(domain: 0, bus: 0, device: 5, function: 0))
         #expect(PCIAddress("81:00.0") == PCIAddress(domain: 0, bus: 0x81, device: 0, function: 0))
-        for bad in ["00000:00:05.0", "0:0:5.0", "0000:0:05.0", "0000:00:5.0", "0000:00:05.00", "0000:00:20.0", "0000:00:05.8"] {
+        for bad in ["00000:00:05.0", "0:0:5.0", "0000:0:05.0", "0000:00:5.0", "0000:00:05.00", "0000:00:20.0", "0000:00:05.8", "+fff:00:05.0", "0000:+0:05.0"] {
             #expect(PCIAddress(bad) == nil, "\(bad)")
         }
     }

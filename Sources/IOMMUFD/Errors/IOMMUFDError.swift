@@ -88,7 +88,8 @@ public struct IOMMUFDError: Error, Hashable, Sendable, CustomStringConvertible {
         }
         add(.destroy, .resourceBusy, "the object is still in use")
         add(.destroy, .noSuchFileOrDirectory, "no object with that id")
-        add(.vfioDeviceBindIOMMUFD, .permissionDenied, "interrupt remapping is missing or the device is already bound")
+        add(.vfioDeviceBindIOMMUFD, .notPermitted, "interrupt remapping is missing (iommufd.allow_unsafe_interrupts)")
+        add(.vfioDeviceBindIOMMUFD, .invalidArgument, "the device is already bound through this or another open file")
         return h
     }()
 }

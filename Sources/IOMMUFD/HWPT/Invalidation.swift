@@ -1,4 +1,5 @@
 import CIOMMUFD
+import SystemPackage
 
 /// The format of invalidation entries (`enum iommu_hwpt_invalidate_data_type` and the vIOMMU's).
 public struct InvalidationDataType: RawRepresentable, Hashable, Sendable, CustomStringConvertible {
@@ -218,8 +219,14 @@ extension IOMMUFD {
             cmd.entry_len = UInt32(entryLength)
             cmd.entry_num = UInt32(count)
             let r = withUnsafeMutableBytes(of: &cmd) { ioctl(.hwptInvalidate, buffer: $0.baseAddress!, .invalidate) }
-            let error: IOMMUFDError? = if case .failure(let e) = r { e } else { nil }
-            return InvalidationOutcome(requested: count, handled: Int(cmd.entry_num), error: error)
+            guard case .failure(let error) = r else {
+                return InvalidationOutcome(requested: count, handled: Int(cmd.entry_num), error: nil)
+            }
+            // The handler writes back how many entries it took; a call refused before the
+            // handler ran (unknown ioctl, bad size, bad pointer) took none.
+            let beforeHandler: [Errno] = [.inappropriateIOCTLForDevice, .argListTooLong, .badAddress]
+            let handled = error.errno.map(beforeHandler.contains) == true ? 0 : min(Int(cmd.entry_num), count)
+            return InvalidationOutcome(requested: count, handled: handled, error: error)
         }
     }
 }

@@ -48,6 +48,7 @@ struct KernelDescriptor: ~Copyable, Sendable {
     }
 
     /// Waits up to `milliseconds` for the descriptor to be readable (`poll(2)`); true when it is.
+    /// A signal restarts the wait with the whole timeout.
     func waitReadable(milliseconds: Int32, _ operation: IOMMUFDError.Operation) throws(IOMMUFDError) -> Bool {
         switch Syscalls.poll(rawValue, Int16(POLLIN), milliseconds) {
         case .success(let revents): return revents & Int16(POLLIN) != 0

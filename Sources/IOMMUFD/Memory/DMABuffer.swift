@@ -8,8 +8,10 @@ import CIOMMUFD
 ///
 /// Made with `mmap`, never from Swift arrays (whose storage may move or be shared). A buffer
 /// backed by a memfd can also be mapped by file (``IOMMUFD/mapFile(_:offset:length:into:at:access:)``)
-/// or handed to another process. Unmap it from every IOAS before it ends: the kernel keeps the
-/// pages pinned while a mapping exists, but the process would lose its view of them.
+/// or handed to another process. Unmap it from every IOAS before it ends: `IOMMU_IOAS_MAP`
+/// records the process address and pins the pages only when a device or HWPT needs them, so a
+/// mapping that outlives its buffer can later pin whatever is mapped at that address then
+/// (DMA into unrelated memory). A mapping made by file (memfd) names the file, not the address.
 public struct DMABuffer: ~Copyable, Sendable {
     /// Where the memory starts in this process.
     public let address: HostAddress

@@ -19,6 +19,7 @@ public struct PCIAddress: Hashable, Sendable, CustomStringConvertible, LosslessS
     /// Parses `DDDD:BB:DD.F` or `BB:DD.F` (domain 0), hex digits of exactly those widths as
     /// sysfs writes them; `nil` when malformed or out of range.
     public init?(_ text: String) {
+        guard text.allSatisfy({ $0.isHexDigit || $0 == ":" || $0 == "." }) else { return nil }
         let parts = text.split(separator: ":", omittingEmptySubsequences: false)
         guard parts.count == 2 || parts.count == 3 else { return nil }
         let domain = parts.count == 3 ? UInt16(parts[0], radix: 16) : 0

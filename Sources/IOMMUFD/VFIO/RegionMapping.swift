@@ -16,13 +16,14 @@ public struct RegionMapping: ~Copyable, Sendable {
     ///
     /// The corresponding call is `mmap(2)` on the device file at the region's offset.
     public init(_ region: VFIORegionInfo, of device: borrowing VFIODevice) throws(IOMMUFDError) {
-        guard region.flags.contains(.mappable), region.size > 0, let length = Int(exactly: region.size) else {
+        guard region.flags.contains(.mappable), region.size > 0, let length = Int(exactly: region.size),
+              let offset = Int64(exactly: region.offset) else {
             throw IOMMUFDError(.mapRegion, reason: .invalidArgument("region \(region.index) cannot be mapped (\(region.flags))"))
         }
         var protection: CInt = 0
         if region.flags.contains(.readable) { protection |= PROT_READ }
         if region.flags.contains(.writeable) { protection |= PROT_WRITE }
-        switch device.kernel.mmap(device.descriptor, length: length, protection: protection, offset: Int64(region.offset)) {
+        switch device.kernel.mmap(device.descriptor, length: length, protection: protection, offset: offset) {
         case .success(let p):
             self.address = HostAddress(p)
             self.length = length
@@ -34,18 +35,42 @@ public struct RegionMapping: ~Copyable, Sendable {
 
     deinit { _ = kernel.munmap(address.unsafePointer!, length: length) }
 
-    /// Loads a register. Traps when `offset` is outside the region or misaligned (a programmer error).
+    /// Loads a register of 1, 2, 4 or 8 bytes, in one access of that width. Traps when `offset`
+    /// is outside the region or misaligned, or `T` has another width (programmer errors).
     public func load<T: FixedWidthInteger>(_ type: T.Type, at offset: Int) -> T {
-        precondition(offset >= 0 && offset % MemoryLayout<T>.size == 0 && offset + MemoryLayout<T>.size <= length,
+        precondition([1, 2, 4, 8].contains(MemoryLayout<T>.size), "registers are 1, 2, 4 or 8 bytes wide")
+        precondition(offset >= 0 && offset % MemoryLayout<T>.size == 0 && offset <= length - MemoryLayout<T>.size,
                      "register access outside the region or misaligned")
-        return T(littleEndian: address.unsafePointer!.advanced(by: offset).assumingMemoryBound(to: T.self).pointee)
+        return T(littleEndian: T(truncatingIfNeeded: mmioRead(address.unsafePointer!.advanced(by: offset), MemoryLayout<T>.size)))
     }
 
-    /// Stores a register. Traps when `offset` is outside the region or misaligned (a programmer error).
+    /// Stores a register of 1, 2, 4 or 8 bytes, in one access of that width. Traps as ``load(_:at:)``.
     public func store<T: FixedWidthInteger>(_ value: T, at offset: Int) {
-        precondition(offset >= 0 && offset % MemoryLayout<T>.size == 0 && offset + MemoryLayout<T>.size <= length,
+        precondition([1, 2, 4, 8].contains(MemoryLayout<T>.size), "registers are 1, 2, 4 or 8 bytes wide")
+        precondition(offset >= 0 && offset % MemoryLayout<T>.size == 0 && offset <= length - MemoryLayout<T>.size,
                      "register access outside the region or misaligned")
-        address.unsafePointer!.advanced(by: offset).assumingMemoryBound(to: T.self).pointee = value.littleEndian
+        mmioWrite(address.unsafePointer!.advanced(by: offset), MemoryLayout<T>.size, UInt64(truncatingIfNeeded: value.littleEndian))
+    }
+}
+
+/// One device register access of `width` bytes, never merged or elided (volatile, in C).
+@inline(__always)
+private func mmioRead(_ p: UnsafeMutableRawPointer, _ width: Int) -> UInt64 {
+    switch width {
+    case 1: UInt64(cio_mmio_read8(p))
+    case 2: UInt64(cio_mmio_read16(p))
+    case 4: UInt64(cio_mmio_read32(p))
+    default: cio_mmio_read64(p)
+    }
+}
+
+@inline(__always)
+private func mmioWrite(_ p: UnsafeMutableRawPointer, _ width: Int, _ value: UInt64) {
+    switch width {
+    case 1: cio_mmio_write8(p, UInt8(truncatingIfNeeded: value))
+    case 2: cio_mmio_write16(p, UInt16(truncatingIfNeeded: value))
+    case 4: cio_mmio_write32(p, UInt32(truncatingIfNeeded: value))
+    default: cio_mmio_write64(p, value)
     }
 }
 

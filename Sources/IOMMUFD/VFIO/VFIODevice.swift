@@ -19,7 +19,7 @@ public struct VFIODevice: ~Copyable, Sendable {
 
     /// Opens a VFIO device cdev.
     /// - Throws: ``IOMMUFDError`` with operation `openDevice` (`ENOENT`: no such device,
-    ///   `EBUSY`: opened through its group or bound elsewhere).
+    ///   `EBUSY`: opened through its group).
     public init(path: String, kernel: any KernelInterface = LinuxKernel()) throws(IOMMUFDError) {
         switch kernel.open(path, flags: O_RDWR) {
         case .success(let fd):
@@ -44,7 +44,8 @@ public struct VFIODevice: ~Copyable, Sendable {
     /// Binds the device to `iommufd`; DMA is blocked until it is attached to a page table.
     ///
     /// - Returns: The device's id inside `iommufd`.
-    /// - Throws: ``IOMMUFDError``; `EPERM` without interrupt remapping, `EBUSY` when already bound.
+    /// - Throws: ``IOMMUFDError``; `EPERM` without interrupt remapping, `EINVAL` when this file
+    ///   (or another open file of the same device) is already bound.
     ///
     /// The corresponding ioctl is `VFIO_DEVICE_BIND_IOMMUFD`.
     public func bind(to iommufd: borrowing IOMMUFD) throws(IOMMUFDError) -> DeviceID {
@@ -155,6 +156,7 @@ public struct VFIODevice: ~Copyable, Sendable {
             let header = buffer.loadUnaligned(fromByteOffset: offset, as: cio_vfio_info_cap_header.self)
             switch header.id {
             case CIO_VFIO_REGION_INFO_CAP_SPARSE_MMAP:
+                try requireCapability(buffer, offset, MemoryLayout<cio_vfio_region_info_cap_sparse_mmap>.size)
                 let count = Int(buffer.loadUnaligned(fromByteOffset: offset + headerSize, as: UInt32.self))
                 let areaSize = MemoryLayout<cio_vfio_region_sparse_mmap_area>.size
                 let areasStart = offset + headerSize + 8
@@ -167,12 +169,20 @@ public struct VFIODevice: ~Copyable, Sendable {
                     return VFIORegionInfo.Area(offset: a.offset, size: a.size)
                 }
             case CIO_VFIO_REGION_INFO_CAP_TYPE:
+                try requireCapability(buffer, offset, MemoryLayout<cio_vfio_region_info_cap_type>.size)
                 let t = buffer.loadUnaligned(fromByteOffset: offset, as: cio_vfio_region_info_cap_type.self)
                 info.type = .init(type: t.type, subtype: t.subtype)
             default:
                 break
             }
             offset = Int(header.next)
+        }
+    }
+
+    private func requireCapability(_ buffer: UnsafeRawBufferPointer, _ offset: Int, _ size: Int) throws(IOMMUFDError) {
+        guard offset + size <= buffer.count else {
+            throw IOMMUFDError(.regionInfo, request: .vfioDeviceGetRegionInfo,
+                               reason: .unexpectedResult("a \(size)-byte capability at offset \(offset) overruns the buffer"))
         }
     }
 
@@ -225,8 +235,8 @@ public struct VFIODevice: ~Copyable, Sendable {
 
     /// Reads bytes of a region at `offset` (config space, a BAR), as the device answers them.
     public func read(region: borrowing VFIORegionInfo, offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws(IOMMUFDError) {
-        try checkAccess(region, offset, buffer.count, .readable)
-        switch kernel.pread(descriptor, into: buffer, at: Int64(region.offset + offset)) {
+        let position = try checkAccess(region, offset, buffer.count, .readable)
+        switch kernel.pread(descriptor, into: buffer, at: position) {
         case .success(let n) where n == buffer.count: return
         case .success(let n):
             throw IOMMUFDError(.regionAccess, reason: .unexpectedResult("read \(n) of \(buffer.count) bytes"))
@@ -236,8 +246,8 @@ public struct VFIODevice: ~Copyable, Sendable {
 
     /// Writes bytes to a region at `offset`.
     public func write(region: borrowing VFIORegionInfo, offset: UInt64, from buffer: UnsafeRawBufferPointer) throws(IOMMUFDError) {
-        try checkAccess(region, offset, buffer.count, .writeable)
-        switch kernel.pwrite(descriptor, from: buffer, at: Int64(region.offset + offset)) {
+        let position = try checkAccess(region, offset, buffer.count, .writeable)
+        switch kernel.pwrite(descriptor, from: buffer, at: position) {
         case .success(let n) where n == buffer.count: return
         case .success(let n):
             throw IOMMUFDError(.regionAccess, reason: .unexpectedResult("wrote \(n) of \(buffer.count) bytes"))
@@ -258,15 +268,20 @@ public struct VFIODevice: ~Copyable, Sendable {
         try withUnsafeBytes(of: le) { (b) throws(IOMMUFDError) in try write(region: region, offset: offset, from: b) }
     }
 
-    private func checkAccess(_ region: VFIORegionInfo, _ offset: UInt64, _ count: Int, _ need: VFIORegionFlags) throws(IOMMUFDError) {
+    /// Checks access and bounds; returns the position in the device file.
+    private func checkAccess(
+        _ region: VFIORegionInfo, _ offset: UInt64, _ count: Int, _ need: VFIORegionFlags
+    ) throws(IOMMUFDError) -> Int64 {
         guard region.flags.contains(need) else {
             throw IOMMUFDError(.regionAccess, reason: .invalidArgument("region \(region.index) is not \(need)"))
         }
         let (end, overflow) = offset.addingReportingOverflow(UInt64(count))
-        guard !overflow, end <= region.size else {
+        let (position, pastFile) = region.offset.addingReportingOverflow(offset)
+        guard !overflow, end <= region.size, !pastFile, let position = Int64(exactly: position) else {
             throw IOMMUFDError(.regionAccess,
                                reason: .invalidArgument("\(count) bytes at 0x\(String(offset, radix: 16)) pass the end of region \(region.index) (\(region.size) bytes)"))
         }
+        return position
     }
 
     @inline(__always)

@@ -76,6 +76,9 @@ public struct VEventQueue: ~Copyable, Sendable {
     /// answers `EBUSY` while the descriptor is open.
     public consuming func close() throws(IOMMUFDError) { try handle.close() }
 
+    /// The most records one ``read(maximum:_:)`` takes (they land on the stack).
+    public static let maximumRead = 1024
+
     /// Waits up to `milliseconds` for an event to be readable; true when one is.
     public func wait(milliseconds: Int32) throws(IOMMUFDError) -> Bool {
         try handle.waitReadable(milliseconds: milliseconds, .readEvents)
@@ -90,7 +93,7 @@ public struct VEventQueue: ~Copyable, Sendable {
     /// The corresponding call is `read(2)` on the vEVENTQ fd.
     @discardableResult
     public func read(maximum: Int = 16, _ body: (VEvent) -> Void) throws(IOMMUFDError) -> Int {
-        guard let payload = type.payloadSize, maximum > 0 else {
+        guard let payload = type.payloadSize, maximum > 0, maximum <= VEventQueue.maximumRead else {
             throw IOMMUFDError(.readEvents, reason: .invalidArgument("cannot size events of \(type) (maximum \(maximum))"))
         }
         let header = MemoryLayout<cio_iommufd_vevent_header>.size

@@ -70,6 +70,9 @@ public struct FaultQueue: ~Copyable, Sendable {
     /// answers `EBUSY` while the descriptor is open.
     public consuming func close() throws(IOMMUFDError) { try handle.close() }
 
+    /// The most records one ``read(maximum:_:)`` takes (they land on the stack).
+    public static let maximumRead = 1024
+
     /// Waits up to `milliseconds` for a fault to be readable; true when one is.
     public func wait(milliseconds: Int32) throws(IOMMUFDError) -> Bool {
         try handle.waitReadable(milliseconds: milliseconds, .readEvents)
@@ -82,7 +85,9 @@ public struct FaultQueue: ~Copyable, Sendable {
     /// The corresponding call is `read(2)` on the fault queue fd.
     @discardableResult
     public func read(maximum: Int = 16, _ body: (PageFault) -> Void) throws(IOMMUFDError) -> Int {
-        guard maximum > 0 else { throw IOMMUFDError(.readEvents, reason: .invalidArgument("maximum \(maximum)")) }
+        guard maximum > 0, maximum <= FaultQueue.maximumRead else {
+            throw IOMMUFDError(.readEvents, reason: .invalidArgument("maximum \(maximum) is outside 1...\(FaultQueue.maximumRead)"))
+        }
         let size = MemoryLayout<cio_iommu_hwpt_pgfault>.size
         return try withUnsafeTemporaryAllocation(byteCount: maximum * size, alignment: 8) {
             (buffer) throws(IOMMUFDError) -> Int in
