@@ -9,6 +9,8 @@ public protocol TablePageAllocator {
 public struct BumpTableAllocator: TablePageAllocator, Hashable, Sendable {
     public private(set) var next: UInt64
     public let limit: UInt64
+    /// Set once the range's last byte is handed out (`next` cannot pass 2^64 - 1).
+    private var exhausted = false
 
     /// Tables are carved from `[range.first, range.last]`.
     public init(range: GuestPhysicalRange) {
@@ -17,13 +19,14 @@ public struct BumpTableAllocator: TablePageAllocator, Hashable, Sendable {
     }
 
     public mutating func allocateTable(bytes: Int, alignment: Int) -> GuestPhysicalAddress? {
+        guard !exhausted else { return nil }
         let a = UInt64(alignment)
         let (rounded, o1) = next.addingReportingOverflow(a - 1)
         guard !o1 else { return nil }
         let start = rounded & ~(a - 1)
         let (end, o2) = start.addingReportingOverflow(UInt64(bytes) - 1)
         guard !o2, end <= limit else { return nil }
-        next = end &+ 1
+        if end == limit { exhausted = true } else { next = end + 1 }
         return GuestPhysicalAddress(start)
     }
 }
@@ -243,7 +246,13 @@ public struct PageTableBuilder<Format: PageTableFormat, Memory: WritableGuestMem
         while level > leaf.level {
             let index = self.index(span, level)
             let raw = try load(table &+ UInt64(index * format.entryBytes))
-            guard case .table(let next, let nextLevel, _) = format.decode(raw, level: level) else { return }
+            // The walk just found this leaf; a table changed since then is not followed blindly.
+            guard case .table(let next, let nextLevel, _) = format.decode(raw, level: level),
+                  nextLevel < level, nextLevel >= leaf.level
+            else {
+                throw .tableFault(PageTableFault(reason: .invalidNextLevel, level: level, table: GuestPhysicalAddress(table),
+                                                 index: index, entry: raw))
+            }
             // Skipped levels (AMD v1): follow the pointer to whichever level it names.
             table = next.rawValue
             level = nextLevel
@@ -256,11 +265,15 @@ public struct PageTableBuilder<Format: PageTableFormat, Memory: WritableGuestMem
 
     // MARK: Translate
 
-    /// Maps into this table every leaf `source` has in `range` (input, output and permissions
-    /// kept; leaf sizes re-chosen for this format); leaves granting nothing are skipped.
+    /// Maps into this table every leaf `source` has in `range` (input and output kept; leaf
+    /// sizes re-chosen for this format); leaves granting nothing are skipped. Rights this format
+    /// has no bits for (execute and user in VT-d second stage and AMD v1, which guest tables
+    /// built by Linux grant) are dropped; read and write are never dropped or added.
     /// Returns the number of source leaves mirrored.
-    /// - Throws: ``PageTableBuildError/tableFault(_:)`` for a malformed source, or any map error
-    ///   (already mapped, inexpressible permissions, sizes below this format's granule, ...).
+    /// - Throws: ``PageTableBuildError/tableFault(_:)`` for a malformed source,
+    ///   ``PageTableBuildError/permissionsNotExpressible(_:)`` when read and write alone cannot be
+    ///   expressed (write-only where the format has no such leaf), or any map error (already
+    ///   mapped, sizes below this format's granule, ...).
     @discardableResult
     public mutating func mirror<F: PageTableFormat, M: GuestMemory>(_ source: PageTableWalker<F, M>,
                                                                     range: IOVARange = .all) throws(PageTableBuildError) -> Int {
@@ -268,10 +281,23 @@ public struct PageTableBuilder<Format: PageTableFormat, Memory: WritableGuestMem
         do { try source.walk(range) { leaves.append($0) } } catch { throw .tableFault(error) }
         var n = 0
         for leaf in leaves where !leaf.permissions.isEmpty {
-            try map(leaf.input, to: leaf.output, permissions: leaf.permissions)
+            guard let permissions = expressible(leaf.permissions) else {
+                throw .permissionsNotExpressible(leaf.permissions)
+            }
+            try map(leaf.input, to: leaf.output, permissions: permissions)
             n += 1
         }
         return n
+    }
+
+    /// `p` without the rights this format cannot express, keeping read and write as they are;
+    /// `nil` when even that cannot be expressed.
+    func expressible(_ p: Permissions) -> Permissions? {
+        for candidate in [p, p.subtracting(.user), p.subtracting(.execute), p.intersection(.readWrite)]
+        where format.canExpress(candidate) {
+            return candidate
+        }
+        return nil
     }
 
     // MARK: Memory

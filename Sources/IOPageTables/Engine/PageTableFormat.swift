@@ -125,14 +125,20 @@ extension PageTableFormat {
 
     /// The input ranges the table translates, in span order (two for sign extension).
     public var inputRanges: [IOVARange] {
+        let (low, high) = inputRangePair
+        return high.map { [low, $0] } ?? [low]
+    }
+
+    /// ``inputRanges`` without an array: the lower range, and the upper half when the input is
+    /// sign-extended.
+    @inlinable
+    public var inputRangePair: (IOVARange, IOVARange?) {
         let bits = inputBits
-        let m = lowMask(bits)
         if inputExtension == .signExtended && bits < 64 {
             let half = lowMask(bits - 1)
-            return [try! IOVARange(first: IOVA(0), last: IOVA(half)),
-                    try! IOVARange(first: IOVA(~half), last: IOVA(.max))]
+            return (try! IOVARange(first: IOVA(0), last: IOVA(half)), try! IOVARange(first: IOVA(~half), last: IOVA(.max)))
         }
-        return [try! IOVARange(first: inputAddress(ofSpan: 0), last: inputAddress(ofSpan: m))]
+        return (try! IOVARange(first: inputAddress(ofSpan: 0), last: inputAddress(ofSpan: lowMask(bits))), nil)
     }
 }
 

@@ -35,7 +35,9 @@ public struct PageTableWalker<Format: PageTableFormat, Memory: GuestMemory> {
     public var root: GuestPhysicalAddress
     public var budget: WalkBudget
 
+    /// Traps when `format` has more than 8 levels (a programmer error: no IOMMU format does).
     public init(format: Format, memory: Memory, root: GuestPhysicalAddress, budget: WalkBudget = .default) {
+        precondition(format.topLevel < 8, "page-table formats have at most 8 levels")
         self.format = format
         self.memory = memory
         self.root = root
@@ -104,7 +106,12 @@ public struct PageTableWalker<Format: PageTableFormat, Memory: GuestMemory> {
             try report(.misalignedTable, top, root.rawValue, 0, 0, &state, skip, onFault)
             return state.stats
         }
-        for piece in format.inputRanges {
+        // At most two pieces (the halves of a sign-extended space), without an array.
+        let (lower, upperHalf) = format.inputRangePair
+        var pending: IOVARange? = lower
+        var upper = upperHalf
+        while let piece = pending {
+            (pending, upper) = (upper, nil)
             guard let r = piece.intersection(range),
                   let first = format.spanAddress(of: r.first), let last = format.spanAddress(of: r.last) else { continue }
             guard state.tablesLeft > 0 else {

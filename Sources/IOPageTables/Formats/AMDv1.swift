@@ -57,10 +57,12 @@ public struct AMDv1: PageTableFormat {
                                  replicasShareOutput: true))
     }
 
+    /// Leaves of 2^12 ... 2^51 bytes below the top level, except 512 GiB, which the kernel
+    /// never installs because of a hardware erratum (`amdv1pt_possible_sizes`).
     public func leafSizes(level: Int) -> UInt64 {
         guard level < 5 else { return 0 }
         let s = itemShift(level: level)
-        return bitField(min(s + 8, outputBits - 1), s)
+        return bitField(min(s + 8, outputBits - 1), s) & ~bit(39)
     }
 
     public func canExpress(_ p: Permissions) -> Bool {

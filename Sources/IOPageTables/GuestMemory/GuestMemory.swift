@@ -173,9 +173,10 @@ public struct MutableGuestMemoryBuffer: WritableGuestMemory, @unchecked Sendable
     }
 
     /// A read-only region over the same bytes, for a ``GuestMemoryView``.
-    public var region: GuestMemoryRegion {
-        // A buffer with no base address has no bytes; the throwing init rejects it.
-        try! GuestMemoryRegion(base: base, pointer: UnsafeRawPointer(buffer.baseAddress!), length: buffer.count)
+    /// - Throws: ``GuestMemoryError/invalidRegion(base:length:)`` for an empty buffer.
+    public func region() throws(GuestMemoryError) -> GuestMemoryRegion {
+        guard let start = buffer.baseAddress else { throw .invalidRegion(base: base, length: 0) }
+        return try GuestMemoryRegion(base: base, pointer: UnsafeRawPointer(start), length: buffer.count)
     }
 }
 
