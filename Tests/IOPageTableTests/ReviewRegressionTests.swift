@@ -63,3 +63,28 @@ import Testing
         #expect(throws: GuestMemoryError.self) { try empty.region() }
     }
 }
+
+extension ReviewRegressionTests {
+    /// With hardware dirty management, an Arm leaf with DBM set is writable although AP[2]
+    /// (stage 1) or S2AP[1] (stage 2) still says clean: the mirror must map it writable, or the
+    /// device's first write faults.
+    @Test func armDirtyBitModifierMakesCleanLeavesWritable() throws {
+        // Stage 1, 4K page at level 0: valid|page (0b11), AF (b10), AP[2] (b7) read-only, DBM (b51).
+        let entry: UInt64 = 0x3 | 1 << 10 | 1 << 7 | 1 << 51 | 0x8000_0000
+        let plain = try ArmVMSAv8(stage: .stage1)
+        let managed = try ArmVMSAv8(stage: .stage1, hardwareDirty: true)
+        guard case .leaf(let clean) = plain.decode(entry, level: 0), case .leaf(let dirtyManaged) = managed.decode(entry, level: 0) else {
+            Issue.record("not decoded as leaves")
+            return
+        }
+        #expect(!clean.permissions.contains(.write))
+        #expect(dirtyManaged.permissions.contains(.write))
+        // Stage 2: S2AP = 01 (read only), DBM set.
+        let s2 = try ArmVMSAv8(stage: .stage2, inputBits: 40, hardwareDirty: true)
+        guard case .leaf(let s2Leaf) = s2.decode(0x3 | 1 << 10 | 1 << 6 | 1 << 51 | 0x8000_0000, level: 0) else {
+            Issue.record("stage-2 entry not decoded as a leaf")
+            return
+        }
+        #expect(s2Leaf.permissions.isSuperset(of: .readWrite))
+    }
+}

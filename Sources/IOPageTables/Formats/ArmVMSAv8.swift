@@ -26,13 +26,16 @@ public struct ArmVMSAv8: PageTableFormat {
     public let hierarchicalPermissions: Bool
     /// The SMMU sets AF itself (`HA`, or `AFFD` / `S2AFFD`); otherwise an AF=0 leaf grants nothing.
     public let hardwareAccessFlag: Bool
+    /// The SMMU manages dirty state (`CD.HD` / `STE.S2HD`): a leaf with DBM (bit 51) is writable
+    /// while AP[2] (stage 1) or S2AP[1] (stage 2) still marks it clean.
+    public let hardwareDirty: Bool
 
     let levels: Int
     let topIndexBits: Int
 
     public init(stage: Stage, granule: Granule = .size4K, inputBits: Int = 48, outputBits: Int = 48,
                 concatenatedRootsLog2: Int = 0, upperHalf: Bool = false, hierarchicalPermissions: Bool = true,
-                hardwareAccessFlag: Bool = false) throws(FormatConfigurationError) {
+                hardwareAccessFlag: Bool = false, hardwareDirty: Bool = false) throws(FormatConfigurationError) {
         let g = granule.rawValue
         let b = g - 3
         guard [32, 36, 40, 42, 44, 48, 52].contains(outputBits) else {
@@ -63,6 +66,7 @@ public struct ArmVMSAv8: PageTableFormat {
         self.upperHalf = upperHalf
         self.hierarchicalPermissions = hierarchicalPermissions
         self.hardwareAccessFlag = hardwareAccessFlag
+        self.hardwareDirty = hardwareDirty
         self.levels = levels
         self.topIndexBits = top
     }
@@ -70,6 +74,7 @@ public struct ArmVMSAv8: PageTableFormat {
     static let valid: UInt64 = 1 << 0
     static let tableOrPage: UInt64 = 1 << 1
     static let accessFlag: UInt64 = 1 << 10
+    static let dirtyBitModifier: UInt64 = 1 << 51
     static let contiguous: UInt64 = 1 << 52
     static let pxn: UInt64 = 1 << 53
     static let uxn: UInt64 = 1 << 54
@@ -156,6 +161,7 @@ public struct ArmVMSAv8: PageTableFormat {
             if isSet(e, 7) { p.insert(.write) }
             if e & (Self.pxn | Self.uxn) == 0 { p.insert(.execute) }
         }
+        if hardwareDirty && e & Self.dirtyBitModifier != 0 { p.insert(.write) }
         if e & Self.accessFlag == 0 && !hardwareAccessFlag { p = [] }
         let contig = e & Self.contiguous != 0 ? contiguousLog2(level) : 0
         return .leaf(DecodedLeaf(output: oa, sizeShift: shift + contig, permissions: p, replicasShareOutput: false))
