@@ -86,13 +86,14 @@ public struct AMDHardwareInfo: Hashable, Sendable {
     /// Host (v1) input width in bits: (levels - 1) * 9 + 21, at most 64; 0 without host translation.
     public var hostAddressBits: Int { hostLevels.map { min(64, ($0 - 1) * 9 + 21) } ?? 0 }
 
-    /// Page sizes of v1 tables: every power of two from 4 KiB up to the address width, except
-    /// 2^39 (the kernel's `AMD_IOMMU_PGSIZES`).
+    /// Page sizes of v1 tables: every power of two from 4 KiB to 2^51 below the address width,
+    /// except 512 GiB (the kernel's `AMD_IOMMU_PGSIZES`, `GENMASK_ULL(51, 12) ^ SZ_512G`).
     public var hostPageSizes: PageSizeSet {
         let bits = hostAddressBits
         guard bits > 12 else { return [] }
         let below: UInt64 = bits >= 64 ? .max : (1 << UInt64(bits)) - 1
-        return PageSizeSet(rawValue: below & ~0xfff & ~(1 << 39))
+        let kernel: UInt64 = ((1 << 52) - 1) & ~0xfff & ~(1 << 39)
+        return PageSizeSet(rawValue: below & kernel)
     }
 
     /// Guest (v2) table depths: 4, plus 5 when GATS is 1; empty without GTSup.
@@ -113,6 +114,7 @@ public struct AMDHardwareInfo: Hashable, Sendable {
         efr.guestTranslation && efr.guestIOProtection && efr2.gcr3TableRootPointerMode && hostLevels != nil
     }
 
-    /// Dirty tracking in v1 tables (HDSup).
-    public var dirtyTrackingCapable: Bool { efr.hostDirty }
+    /// Dirty tracking in v1 tables: HDSup, and host translation available (the kernel refuses it
+    /// when host translation is disabled).
+    public var dirtyTrackingCapable: Bool { efr.hostDirty && hostLevels != nil }
 }

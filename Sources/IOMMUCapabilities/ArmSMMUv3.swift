@@ -230,13 +230,14 @@ public struct SMMUv3HardwareInfo: Hashable, Sendable {
     }
 
     /// The page and block sizes of a VMSAv8-64 table with `granule` (4 KiB: 4K/2M/1G,
-    /// 16 KiB: 16K/32M, 64 KiB: 64K/512M), or empty for a granule the SMMU lacks.
+    /// 16 KiB: 16K/32M, 64 KiB: 64K/512M, plus 4 TiB with a 52-bit OAS), or empty for a granule
+    /// the SMMU lacks.
     public func pageSizes(granule: PageSize) -> PageSizeSet {
         guard idr5.granules.contains(granule) else { return [] }
         switch granule {
         case .size4K: return PageSizeSet([.size4K, .size2M, .size1G])
         case .size16K: return PageSizeSet([.size16K, .size32M])
-        case .size64K: return PageSizeSet([.size64K, .size512M])
+        case .size64K: return PageSizeSet([.size64K, .size512M] + (outputAddressBits > 48 ? [PageSize(shift: 42)] : []))
         default: return []
         }
     }
@@ -253,17 +254,28 @@ public struct SMMUv3HardwareInfo: Hashable, Sendable {
         return wide ? 52 : 48
     }
 
-    /// Output address width (OAS); 0 for the reserved encoding.
-    public var outputAddressBits: Int { idr5.outputAddressBits ?? 0 }
+    /// Stage-1 input width of the Linux driver's own stage-1 domains with `granule`: 52 with VAX
+    /// and the 64 KiB granule, else 48 (io-pgtable-arm does not use DS). The driver also caps it
+    /// at the host kernel's `VA_BITS`, which is not known here.
+    public func kernelStage1InputBits(granule: PageSize) -> Int {
+        idr5.virtualAddressExtension >= 1 && granule == .size64K ? 52 : 48
+    }
 
-    /// Stage-2 input (IPA) width: the output address size, as the Linux driver uses it.
-    public var stage2InputBits: Int { outputAddressBits }
+    /// Output address width (OAS); the reserved encoding reads as 48, as the Linux driver takes it.
+    public var outputAddressBits: Int { idr5.outputAddressBits ?? 48 }
+
+    /// Stage-2 input (IPA) width of the Linux driver's stage-2 domains with `granule`: the output
+    /// address size, at most 52 with the 64 KiB granule and 48 with the others (io-pgtable-arm).
+    public func stage2InputBits(granule: PageSize) -> Int {
+        min(outputAddressBits, granule == .size64K ? 52 : 48)
+    }
 
     /// Hardware nesting: both stages and AArch64 tables.
     public var nestingCapable: Bool { idr0.stage1 && idr0.stage2 && idr0.tableFormats.contains(.aarch64) }
 
-    /// Hardware dirty state (HTTU access and dirty).
-    public var dirtyTrackingCapable: Bool { idr0.hardwareTableUpdate.dirtyState }
+    /// Dirty tracking as the Linux driver allows it: HTTU dirty state and coherent access
+    /// (COHACC), and only in stage-1 domains.
+    public var dirtyTrackingCapable: Bool { idr0.hardwareTableUpdate.dirtyState && idr0.coherentAccess }
 
     /// PASID (SubstreamID) width in bits.
     public var pasidBits: Int { idr1.substreamIDBits }

@@ -12,9 +12,12 @@ public enum Mismatch: Hashable, Sendable, CustomStringConvertible {
     case nestedPageSizes(required: PageSizeSet, offered: PageSizeSet)
     /// The nested stage's input is narrower than the guest's IOVA width.
     case nestedAddressWidth(required: Int, offered: Int)
-    /// The kernel-managed stage's IOVA width is narrower than the guest IOVA width it must hold.
+    /// The mirror stage's usable IOVA width (`offered`) cannot hold the guest's IOVAs. `required`
+    /// is the guest's IOVA width; for a sign-extended guest table only its lower half
+    /// (``GuestRequirements/mirroredAddressBits``, one bit less) had to fit.
     case addressWidth(required: Int, offered: Int)
-    /// The kernel-managed stage cannot hold the guest-physical addresses it must translate.
+    /// The mirror stage (identity) or the nest parent (nesting) cannot hold the guest-physical
+    /// addresses it must translate.
     case guestPhysicalAddressWidth(required: Int, offered: Int)
     /// The host's smallest page is larger than the guest's smallest page (`nil`: host has none).
     case pageGranule(required: PageSize, offered: PageSize?)
@@ -57,11 +60,11 @@ public enum MirroringReason: Hashable, Sendable {
 
 /// How the VMM serves one device's DMA.
 public enum Plan: Hashable, Sendable {
-    /// The host walks the guest's tables (`format`) over a kernel-managed nesting parent.
+    /// The host walks the guest's tables (`format`) over the kernel-managed nest parent.
     case hardwareNesting(format: PageTableFormat)
-    /// A kernel-managed IOAS that the VMM fills by walking the guest's tables (or serving its requests).
+    /// A mirror-stage IOAS that the VMM fills by walking the guest's tables (or serving its requests).
     case softwareMirroring(reason: MirroringReason)
-    /// No vIOMMU: a kernel-managed IOAS maps guest-physical memory at IOVA = guest-physical address.
+    /// No vIOMMU: a mirror-stage IOAS maps guest-physical memory at IOVA = guest-physical address.
     case identity
     /// The device cannot be given to this guest.
     case refuse(reasons: [Mismatch])
@@ -84,7 +87,7 @@ public struct CompatibilityReport: Hashable, Sendable {
     public var plan: Plan
     /// What stands in the way of hardware nesting; `nil` when nesting was not considered.
     public var nestingMismatches: [Mismatch]?
-    /// What stands in the way of a kernel-managed IOAS (mirroring or identity); `nil` when not considered.
+    /// What stands in the way of a mirror-stage IOAS (mirroring or identity); `nil` when not considered.
     public var kernelManagedMismatches: [Mismatch]?
     /// Every mismatch found, each once, nesting ones first.
     public var mismatches: [Mismatch] {
@@ -98,14 +101,19 @@ public struct CompatibilityReport: Hashable, Sendable {
 ///
 /// Rules:
 /// - Device-visible features the VMM cannot emulate must come from the host whatever the plan:
-///   PASID width, PRI, ATS, dirty tracking.
+///   PASID width, PRI, ATS, and dirty tracking (from the stage that plan uses).
 /// - Hardware nesting also needs: the host of the vIOMMU's architecture, nesting, the guest's
 ///   table format among the host's nested formats, every guest page size accepted by that
 ///   format, the guest IOVA width within the format's input width, the guest-physical width
-///   within the kernel-managed parent's input width, and coherent walks if the guest was told so.
-/// - Software mirroring (and identity without a vIOMMU) also needs: the kernel-managed stage's
-///   IOVA width to cover the guest IOVA width (guest-physical width for identity), and the host's
-///   smallest page no larger than the guest's smallest page (larger guest pages are split).
+///   within the nest parent's (``IOMMUCapabilities/nestParentStage``) input width, dirty
+///   tracking in the nest parent if the guest needs it, and coherent walks if the guest was told so.
+/// - Software mirroring (and identity without a vIOMMU) uses the mirror stage
+///   (``IOMMUCapabilities/mirrorStage``, or ``IOMMUCapabilities/dirtyTrackingStage`` when the
+///   guest needs dirty tracking) and also needs: its usable IOVA width to cover the guest's
+///   ``GuestRequirements/mirroredAddressBits`` (the lower half of a sign-extended guest table;
+///   guest-physical width for identity), and its smallest page no larger than the guest's
+///   smallest page (larger guest pages are split). Upper-half (sign-extended or Arm TTBR1)
+///   guest IOVAs are not mirrored.
 /// - Policy `required`: nesting or refuse. `preferred`: nesting, else mirroring, else refuse with
 ///   every mismatch of both. `forbidden`: mirroring or refuse. virtio-iommu always mirrors; no
 ///   vIOMMU is identity. Inconsistent requirements refuse.
@@ -120,19 +128,22 @@ public func check(_ requirements: GuestRequirements, _ host: IOMMUCapabilities) 
     if r.pasidBits > host.pasidBits { common.append(.pasidBits(required: r.pasidBits, offered: host.pasidBits)) }
     if r.pri && !host.pri { common.append(.pri) }
     if r.ats && !host.ats { common.append(.ats) }
-    if r.dirtyTracking && !host.dirtyTracking { common.append(.dirtyTracking) }
 
-    // A kernel-managed IOAS: mirroring (guest IOVA) or identity (guest-physical).
+    // A kernel-managed IOAS in the mirror stage: mirroring (guest IOVA) or identity (guest-physical).
     var managed = common
-    if r.viommu == .none {
-        if r.guestPhysicalAddressBits > host.inputAddressBits {
-            managed.append(.guestPhysicalAddressWidth(required: r.guestPhysicalAddressBits, offered: host.inputAddressBits))
-        }
-    } else if r.addressBits > host.inputAddressBits {
-        managed.append(.addressWidth(required: r.addressBits, offered: host.inputAddressBits))
+    var stage = host.mirrorStage
+    if r.dirtyTracking {
+        if let dirty = host.dirtyTrackingStage { stage = dirty } else { managed.append(.dirtyTracking) }
     }
-    if let guestPage = r.pageSizes.smallest, (host.pageSizes.smallest.map { $0 > guestPage } ?? true) {
-        managed.append(.pageGranule(required: guestPage, offered: host.pageSizes.smallest))
+    if r.viommu == .none {
+        if r.guestPhysicalAddressBits > stage.inputAddressBits {
+            managed.append(.guestPhysicalAddressWidth(required: r.guestPhysicalAddressBits, offered: stage.inputAddressBits))
+        }
+    } else if r.mirroredAddressBits > stage.inputAddressBits {
+        managed.append(.addressWidth(required: r.addressBits, offered: stage.inputAddressBits))
+    }
+    if let guestPage = r.pageSizes.smallest, (stage.pageSizes.smallest.map { $0 > guestPage } ?? true) {
+        managed.append(.pageGranule(required: guestPage, offered: stage.pageSizes.smallest))
     }
 
     switch r.viommu {
@@ -148,25 +159,26 @@ public func check(_ requirements: GuestRequirements, _ host: IOMMUCapabilities) 
     }
 
     var nestingOnly: [Mismatch] = []
+    if r.dirtyTracking && host.nestParentStage?.dirtyTracking != true { nestingOnly.append(.dirtyTracking) }
     if let want = r.viommu.hostKind, want != host.kind {
         nestingOnly.append(.vendorMismatch(guest: r.viommu, host: host.kind))
     }
     if !host.nesting {
         nestingOnly.append(.nestingUnsupported)
     } else if let format = r.format {
-        if let stage = host.nestedStages.first(where: { $0.format == format }) {
-            if !r.pageSizes.isSubset(of: stage.pageSizes) {
-                nestingOnly.append(.nestedPageSizes(required: r.pageSizes, offered: stage.pageSizes))
+        if let nested = host.nestedStages.first(where: { $0.format == format }) {
+            if !r.pageSizes.isSubset(of: nested.pageSizes) {
+                nestingOnly.append(.nestedPageSizes(required: r.pageSizes, offered: nested.pageSizes))
             }
-            if r.addressBits > stage.inputAddressBits {
-                nestingOnly.append(.nestedAddressWidth(required: r.addressBits, offered: stage.inputAddressBits))
+            if r.addressBits > nested.inputAddressBits {
+                nestingOnly.append(.nestedAddressWidth(required: r.addressBits, offered: nested.inputAddressBits))
             }
         } else {
             nestingOnly.append(.pageTableFormatUnsupported(required: format, offered: host.nestedStages.map(\.format)))
         }
     }
-    if r.guestPhysicalAddressBits > host.inputAddressBits {
-        nestingOnly.append(.guestPhysicalAddressWidth(required: r.guestPhysicalAddressBits, offered: host.inputAddressBits))
+    if let parent = host.nestParentStage, r.guestPhysicalAddressBits > parent.inputAddressBits {
+        nestingOnly.append(.guestPhysicalAddressWidth(required: r.guestPhysicalAddressBits, offered: parent.inputAddressBits))
     }
     if r.coherentWalks && !host.coherent { nestingOnly.append(.coherency) }
     let nesting = common + nestingOnly

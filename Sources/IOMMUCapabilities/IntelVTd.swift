@@ -195,6 +195,25 @@ public struct VTdHardwareInfo: Hashable, Sendable {
     /// First-stage depths: 4, plus 5 with FS5LP.
     public var firstStageLevels: [Int] { capability.firstStage5LevelPaging ? [4, 5] : [4] }
 
+    /// The depth of the first-stage tables the Linux driver builds for its own domains: 5 with
+    /// FS5LP and MGAW above 48, else 4.
+    public var kernelFirstStageLevels: Int {
+        capability.maximumGuestAddressWidth > 48 && capability.firstStage5LevelPaging ? 5 : 4
+    }
+
+    /// The virtual-address width of the driver's first-stage tables: min(48 or 57, MGAW) (VT-d
+    /// specification 3.6). The tables are sign-extended, so only the lower half, one bit less, is
+    /// usable as zero-extended IOVA.
+    public var kernelFirstStageAddressWidth: Int {
+        min(12 + 9 * kernelFirstStageLevels, capability.maximumGuestAddressWidth)
+    }
+
+    /// Whether the hardware's page walks snoop CPU caches, as the driver decides it: SMPWC in
+    /// scalable mode, ECAP.C otherwise.
+    public var pageWalkCoherent: Bool {
+        scalableMode ? extendedCapability.scalableModePageWalkCoherency : extendedCapability.coherent
+    }
+
     /// The guest address width a software-emulated or nested VT-d can be given (MGAW).
     public var guestAddressWidth: Int { capability.maximumGuestAddressWidth }
 

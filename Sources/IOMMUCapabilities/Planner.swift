@@ -54,7 +54,7 @@ public enum HostDifference: Hashable, Sendable, CustomStringConvertible {
 /// Rules:
 /// - Each device is first checked on its own with ``check(_:_:)``; a refused device joins nothing.
 /// - A device joins an existing group when its host IOMMU matches that group's first device in
-///   every plan-relevant property (kind, plan strategy, nested formats when nesting, kernel-managed
+///   every plan-relevant property (kind, plan strategy, nested formats when nesting, mirror-stage
 ///   page sizes and IOVA width, PASID width, PRI, ATS, dirty tracking).
 /// - Otherwise the device differs, and ``MixingPolicy`` decides: `separateGroups` opens a new group
 ///   (its own IOAS and plan), `refuse` refuses it. Either way the differences are reported against

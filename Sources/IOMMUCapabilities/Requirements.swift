@@ -130,6 +130,22 @@ public struct GuestRequirements: Hashable, Sendable {
              guestPhysicalAddressBits: guestPhysicalAddressBits, pageSizes: pageSizes, nesting: .forbidden)
     }
 
+    /// The IOVA width a software mirror must hold: IOVAs `0 ..< 2^mirroredAddressBits`.
+    ///
+    /// A mirror IOAS is zero-extended, so only the lower half of a sign-extended guest table can
+    /// sit at the same IOVA there. VT-d first-stage (x86-64) tables are sign-extended and the guest
+    /// may only use their lower canonical half (VT-d specification 3.6): ``addressBits`` - 1.
+    /// Other formats are zero-extended and use the full ``addressBits``. Arm stage-1 tables are
+    /// the TTBR0 (lower) range here: a guest's TTBR1 (upper half) mappings are not mirrored, and
+    /// an SMMUv3 guest whose devices use them is not served by software mirroring. AMD v2 tables
+    /// for DMA without PASID are not sign-extended.
+    public var mirroredAddressBits: Int {
+        switch (viommu, format) {
+        case (.intelVTd, .x86_64?): addressBits - 1
+        default: addressBits
+        }
+    }
+
     /// Contradictions inside the requirements themselves, e.g. an SMMUv3 guest with x86 tables.
     public var inconsistencies: [String] {
         var out: [String] = []

@@ -43,11 +43,15 @@ let amdHost = IOMMUCapabilities(amd: AMDHardwareInfo(efr: specEFR, efr2: 0x8))
         let forbidden = check(.intelVTdFirstStage(nesting: .forbidden), vtdNestingHost)
         #expect(forbidden.plan == .softwareMirroring(reason: .nestingForbidden))
         #expect(forbidden.nestingMismatches == nil)
-        // A legacy-mode guest (second-stage tables) can never be nested.
-        let legacy = check(.intelVTdSecondStage(levels: 4), vtdNestingHost)
+        // A legacy-mode guest (second-stage tables) can never be nested. Its 3-level (39-bit)
+        // tables are mirrored in the host's plain first-stage domain.
+        let legacy = check(.intelVTdSecondStage(levels: 3), vtdNestingHost)
         #expect(legacy.nestingMismatches == [.pageTableFormatUnsupported(
-            required: .vtdSecondStage(levels: 4), offered: [.x86_64(levels: 4), .x86_64(levels: 5)])])
+            required: .vtdSecondStage(levels: 3), offered: [.x86_64(levels: 4), .x86_64(levels: 5)])])
         #expect(legacy.plan.strategy == .softwareMirroring)
+        // Its 4-level tables take zero-extended 48-bit IOVAs, wider than that domain's 47-bit lower half.
+        let legacy4 = check(.intelVTdSecondStage(levels: 4, nesting: .forbidden), vtdNestingHost)
+        #expect(legacy4.plan == .refuse(reasons: [.addressWidth(required: 48, offered: 47)]))
     }
 
     @Test func wideGuestOnNarrowHostRefuses() {
@@ -59,11 +63,12 @@ let amdHost = IOMMUCapabilities(amd: AMDHardwareInfo(efr: specEFR, efr2: 0x8))
         let r2 = check(.intelVTdFirstStage(levels: 5), noFS5LP)
         #expect(r2.mismatches == [
             .pageTableFormatUnsupported(required: .x86_64(levels: 5), offered: [.x86_64(levels: 4)]),
-            .addressWidth(required: 57, offered: 48),
+            .addressWidth(required: 57, offered: 47),
         ])
         if case .refuse = r2.plan {} else { Issue.record("expected refuse, got \(r2.plan)") }
-        // The same 5-level guest nests where the host has FS5LP.
-        #expect(check(.intelVTdFirstStage(levels: 5), vtdNestingHost).plan == .hardwareNesting(format: .x86_64(levels: 5)))
+        // The same 5-level guest nests where the host has FS5LP and a 57-bit MGAW.
+        #expect(check(.intelVTdFirstStage(levels: 5), IOMMUCapabilities(vtd: wideNestingVTd)).plan
+            == .hardwareNesting(format: .x86_64(levels: 5)))
     }
 
     @Test func dirtyTrackingCannotBeEmulated() {
@@ -163,7 +168,7 @@ let amdHost = IOMMUCapabilities(amd: AMDHardwareInfo(efr: specEFR, efr2: 0x8))
         let fifth = planner.add(device: "ssd0", host: amdHost)
         guard case .newGroup(2, let d5) = fifth else { Issue.record("got \(fifth)"); return }
         #expect(d5.first == .kind(first: .intelVTd, device: .amd))
-        #expect(d5.contains(.inputAddressBits(first: 48, device: 57)))
+        #expect(d5.contains(.inputAddressBits(first: 47, device: 57)))
         #expect(planner.groups.map(\.devices) == [["nic0", "nic1"], ["gpu0", "gpu1"], ["ssd0"]])
         #expect(planner.groups.map(\.plan.strategy) == [.hardwareNesting, .softwareMirroring, .softwareMirroring])
     }

@@ -68,7 +68,7 @@ let qemuScalableEcap: UInt64 = 0x0000_8800_00f0_0f4a
         let caps = IOMMUCapabilities(vtd: v)
         #expect(caps.kind == .intelVTd)
         #expect(caps.nestedStages.isEmpty && !caps.nesting)
-        #expect(caps.kernelManagedFormat == .vtdSecondStage(levels: 4))
+        #expect(caps.mirrorStage.format == .vtdSecondStage(levels: 4))
         #expect(caps.pageSizes == sizes(.size4K, .size2M, .size1G))
         #expect(caps.inputAddressBits == 48)
         #expect(!caps.ats && !caps.pri && !caps.dirtyTracking && !caps.coherent)
@@ -89,9 +89,10 @@ let qemuScalableEcap: UInt64 = 0x0000_8800_00f0_0f4a
         #expect(v.scalableMode && !v.nestingCapable && !v.dirtyTrackingCapable)
 
         let caps = IOMMUCapabilities(vtd: v)
-        #expect(caps.kernelManagedFormat == .x86_64(levels: 4))
+        // The first stage is sign-extended: 47 usable bits of its 48.
+        #expect(caps.mirrorStage.format == .x86_64(levels: 4) && caps.mirrorStage.signExtended)
         #expect(caps.pageSizes == sizes(.size4K, .size2M, .size1G))
-        #expect(caps.inputAddressBits == 48)
+        #expect(caps.inputAddressBits == 47)
         #expect(!caps.nesting)
     }
 
@@ -123,9 +124,10 @@ let qemuScalableEcap: UInt64 = 0x0000_8800_00f0_0f4a
         let caps = IOMMUCapabilities(vtd: v)
         #expect(caps.nestedStages == [
             NestedStageSupport(format: .x86_64(levels: 4), pageSizes: sizes(.size4K, .size2M, .size1G), inputAddressBits: 48),
-            NestedStageSupport(format: .x86_64(levels: 5), pageSizes: sizes(.size4K, .size2M, .size1G), inputAddressBits: 57),
+            NestedStageSupport(format: .x86_64(levels: 5), pageSizes: sizes(.size4K, .size2M, .size1G), inputAddressBits: 48),
         ])
-        #expect(caps.kernelManagedFormat == .vtdSecondStage(levels: 4))
+        #expect(caps.mirrorStage.format == .x86_64(levels: 4))
+        #expect(caps.nestParentStage?.format == .vtdSecondStage(levels: 4))
         #expect(caps.pri && caps.ats && caps.dirtyTracking && caps.coherent && caps.pasidBits == 20)
     }
 }
@@ -251,8 +253,9 @@ let specSMMU: [UInt32] = [0x094d_149b, 0x0273_0510, 0, 0x1400, 0, 0x0080_0455]
         #expect(caps.kind == .armSMMUv3)
         #expect(caps.nestedStages.map(\.format) == [.armStage1(granule: .size4K), .armStage1(granule: .size64K)])
         #expect(caps.nestedStages.map(\.inputAddressBits) == [48, 52])
-        #expect(caps.kernelManagedFormat == .armStage2(granule: .size4K))
-        #expect(caps.inputAddressBits == 48 && caps.outputAddressBits == 48)
+        #expect(caps.mirrorStage.format == .armStage1(granule: .size4K))
+        #expect(caps.nestParentStage?.format == .armStage2(granule: .size4K))
+        #expect(caps.inputAddressBits == 48 && caps.nestParentStage?.inputAddressBits == 48 && caps.outputAddressBits == 48)
         #expect(caps.pri && caps.ats && caps.dirtyTracking && caps.coherent)
     }
 
@@ -267,7 +270,7 @@ let specSMMU: [UInt32] = [0x094d_149b, 0x0273_0510, 0, 0x1400, 0, 0x0080_0455]
         let s = SMMUv3HardwareInfo(idr: [0b1010, 0, 0, 0, 0, 0x14])
         let caps = IOMMUCapabilities(smmu: s)
         #expect(!caps.nesting)
-        #expect(caps.kernelManagedFormat == .armStage1(granule: .size4K))
+        #expect(caps.mirrorStage.format == .armStage1(granule: .size4K))
         #expect(caps.inputAddressBits == 48 && caps.outputAddressBits == 44)
     }
 }
@@ -297,12 +300,12 @@ let specEFR: UInt64 = 0x0013_000f_0000_57db
         #expect(a.nestingCapable && a.dirtyTrackingCapable)
         #expect(a.hostPageSizes.contains(.size4K) && a.hostPageSizes.contains(.size1G))
         #expect(!a.hostPageSizes.contains(PageSize(shift: 39)) && !a.hostPageSizes.contains(PageSize(shift: 57)))
-        #expect(a.hostPageSizes.contains(PageSize(shift: 56)))
+        #expect(a.hostPageSizes.contains(PageSize(shift: 51)) && !a.hostPageSizes.contains(PageSize(shift: 52)))
 
         let caps = IOMMUCapabilities(amd: a)
         #expect(caps.kind == .amd)
         #expect(caps.nestedStages.map(\.format) == [.x86_64(levels: 4), .x86_64(levels: 5)])
-        #expect(caps.kernelManagedFormat == .amdV1(levels: 5))
+        #expect(caps.mirrorStage.format == .amdV1(levels: 5) && caps.nestParentStage?.format == .amdV1(levels: 5))
         #expect(caps.inputAddressBits == 57 && caps.pasidBits == 16 && caps.pri && caps.dirtyTracking)
     }
 
@@ -321,7 +324,10 @@ let specEFR: UInt64 = 0x0013_000f_0000_57db
     @Test func hostTranslationUnavailable() {
         let a = AMDHardwareInfo(efr: 3 << 10)
         #expect(a.hostLevels == nil && a.hostAddressBits == 0 && a.hostPageSizes == [])
-        let caps = IOMMUCapabilities(amd: a)
-        #expect(caps.kernelManagedFormat == .x86_64(levels: 4) && caps.inputAddressBits == 48)
+        // Without GTSup and GIOSup there is no v2 table either.
+        #expect(IOMMUCapabilities(amd: a).mirrorStage == .none)
+        // With them the kernel falls back to a 4-level v2 table without sign extension: 47 bits.
+        let caps = IOMMUCapabilities(amd: AMDHardwareInfo(efr: 3 << 10 | 1 << 4 | 1 << 48))
+        #expect(caps.mirrorStage.format == .x86_64(levels: 4) && caps.inputAddressBits == 47)
     }
 }
