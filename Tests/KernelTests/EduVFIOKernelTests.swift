@@ -137,3 +137,20 @@ extension EduKernelTests {
         }
     }
 }
+
+extension EduKernelTests {
+    /// The harness puts the second edu behind a host bridge on NUMA node 1 and the first on the
+    /// root bus (no node): sysfs as `PCIAddress` reads it, for NUMA-aware placement.
+    @Suite struct EduNUMAKernelTests {
+        @Test func devicesReportTheirNUMANode() throws {
+            let all = EduDevice.all()
+            try #require(all.count == 2, "expected the harness's two edu devices, found \(all)")
+            #expect(all[0] == PCIAddress(domain: 0, bus: 0, device: 5, function: 0))
+            #expect(all[0].numaNode() == nil)
+            #expect(all[1] == PCIAddress(domain: 0, bus: 0x81, device: 0, function: 0))
+            #expect(all[1].numaNode() == 1)
+            #expect(all.allSatisfy { $0.driver() == "vfio-pci" })
+            #expect(PCIAddress(domain: 0, bus: 0x7f, device: 31, function: 7).numaNode() == nil)
+        }
+    }
+}
