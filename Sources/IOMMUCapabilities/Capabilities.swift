@@ -16,7 +16,7 @@ public struct IOMMUKind: RawRepresentable, Hashable, Sendable, CustomStringConve
 }
 
 /// An IO page-table format: what a table walker must understand to read it.
-public enum PageTableFormat: Hashable, Sendable, CustomStringConvertible {
+public enum PageTableFormatKind: Hashable, Sendable, CustomStringConvertible {
     /// x86-64 long-mode paging with 4 or 5 levels: the VT-d first stage and AMD v2 (guest) tables.
     case x86_64(levels: Int)
     /// VT-d second-stage tables (legacy-mode remapping) with 3, 4 or 5 levels.
@@ -44,13 +44,13 @@ public enum PageTableFormat: Hashable, Sendable, CustomStringConvertible {
 
 /// One format the host can walk in hardware as the guest-owned first stage of a nested translation.
 public struct NestedStageSupport: Hashable, Sendable, CustomStringConvertible {
-    public var format: PageTableFormat
+    public var format: PageTableFormatKind
     /// Page sizes the hardware accepts in that format.
     public var pageSizes: PageSizeSet
     /// Widest input (guest IOVA) address the format covers on this hardware.
     public var inputAddressBits: Int
 
-    public init(format: PageTableFormat, pageSizes: PageSizeSet, inputAddressBits: Int) {
+    public init(format: PageTableFormatKind, pageSizes: PageSizeSet, inputAddressBits: Int) {
         self.format = format
         self.pageSizes = pageSizes
         self.inputAddressBits = inputAddressBits
@@ -62,7 +62,7 @@ public struct NestedStageSupport: Hashable, Sendable, CustomStringConvertible {
 /// One stage of translation that the kernel owns: the page table behind an IOAS-backed HWPT.
 public struct KernelManagedStage: Hashable, Sendable, CustomStringConvertible {
     /// The table format; `nil` when the registers do not say (or the kernel has no such stage).
-    public var format: PageTableFormat?
+    public var format: PageTableFormatKind?
     /// Page sizes the kernel can map in this stage.
     public var pageSizes: PageSizeSet
     /// Usable IOVA width in bits: IOVAs `0 ..< 2^inputAddressBits` can be mapped. For a
@@ -75,7 +75,7 @@ public struct KernelManagedStage: Hashable, Sendable, CustomStringConvertible {
     public var dirtyTracking: Bool
 
     public init(
-        format: PageTableFormat?, pageSizes: PageSizeSet, inputAddressBits: Int, signExtended: Bool = false,
+        format: PageTableFormatKind?, pageSizes: PageSizeSet, inputAddressBits: Int, signExtended: Bool = false,
         dirtyTracking: Bool = false
     ) {
         self.format = format
@@ -107,7 +107,7 @@ public struct KernelManagedStage: Hashable, Sendable, CustomStringConvertible {
 /// - ``dirtyTrackingStage``: the domain the kernel gives when dirty tracking is requested, which
 ///   on VT-d can be another stage than the plain one;
 /// - ``nestParentStage``: the `IOMMU_HWPT_ALLOC_NEST_PARENT` domain under a hardware-nested guest stage.
-public struct IOMMUCapabilities: Hashable, Sendable {
+public struct HostIOMMUCapabilities: Hashable, Sendable {
     public var kind: IOMMUKind
     /// Formats usable as a hardware-walked, guest-owned first stage; empty without nesting.
     public var nestedStages: [NestedStageSupport]
@@ -185,7 +185,7 @@ public struct IOMMUCapabilities: Hashable, Sendable {
     /// An IOMMU whose one kernel-managed stage (`format`, `pageSizes`, `inputAddressBits`) serves
     /// mirroring, dirty tracking (when `dirtyTracking`) and, when `nestedStages` is not empty, nesting.
     public init(
-        kind: IOMMUKind, nestedStages: [NestedStageSupport] = [], format: PageTableFormat? = nil,
+        kind: IOMMUKind, nestedStages: [NestedStageSupport] = [], format: PageTableFormatKind? = nil,
         pageSizes: PageSizeSet, inputAddressBits: Int, outputAddressBits: Int? = nil, pasidBits: Int = 0,
         pri: Bool = false, ats: Bool = false, dirtyTracking: Bool = false, coherent: Bool = true
     ) {
@@ -308,9 +308,9 @@ public struct IOMMUCapabilities: Hashable, Sendable {
 
     /// The kernel selftest mock IOMMU (facts from `drivers/iommu/iommufd/selftest.c`): a 2 KiB
     /// AMDv1-style format with 56-bit input, 51-bit output, 20-bit PASIDs, dirty tracking and nesting.
-    public static let selftestMock: IOMMUCapabilities = {
+    public static let selftestMock: HostIOMMUCapabilities = {
         let sizes = PageSizeSet(rawValue: ((1 << 56) - 1) & ~0x7ff)
-        return IOMMUCapabilities(
+        return HostIOMMUCapabilities(
             kind: .selftest,
             nestedStages: [NestedStageSupport(format: .selftestMock, pageSizes: sizes, inputAddressBits: 56)],
             format: .selftestMock, pageSizes: sizes, inputAddressBits: 56, outputAddressBits: 51,

@@ -7,7 +7,7 @@ public enum Mismatch: Hashable, Sendable, CustomStringConvertible {
     /// The host cannot nest at all.
     case nestingUnsupported
     /// The host can nest, but not with the guest's table format.
-    case pageTableFormatUnsupported(required: PageTableFormat, offered: [PageTableFormat])
+    case pageTableFormatUnsupported(required: PageTableFormatKind, offered: [PageTableFormatKind])
     /// The nested stage does not accept every page size the guest may use.
     case nestedPageSizes(required: PageSizeSet, offered: PageSizeSet)
     /// The nested stage's input is narrower than the guest's IOVA width.
@@ -61,7 +61,7 @@ public enum MirroringReason: Hashable, Sendable {
 /// How the VMM serves one device's DMA.
 public enum Plan: Hashable, Sendable {
     /// The host walks the guest's tables (`format`) over the kernel-managed nest parent.
-    case hardwareNesting(format: PageTableFormat)
+    case hardwareNesting(format: PageTableFormatKind)
     /// A mirror-stage IOAS that the VMM fills by walking the guest's tables (or serving its requests).
     case softwareMirroring(reason: MirroringReason)
     /// No vIOMMU: a mirror-stage IOAS maps guest-physical memory at IOVA = guest-physical address.
@@ -105,10 +105,10 @@ public struct CompatibilityReport: Hashable, Sendable {
 /// - Hardware nesting also needs: the host of the vIOMMU's architecture, nesting, the guest's
 ///   table format among the host's nested formats, every guest page size accepted by that
 ///   format, the guest IOVA width within the format's input width, the guest-physical width
-///   within the nest parent's (``IOMMUCapabilities/nestParentStage``) input width, dirty
+///   within the nest parent's (``HostIOMMUCapabilities/nestParentStage``) input width, dirty
 ///   tracking in the nest parent if the guest needs it, and coherent walks if the guest was told so.
 /// - Software mirroring (and identity without a vIOMMU) uses the mirror stage
-///   (``IOMMUCapabilities/mirrorStage``, or ``IOMMUCapabilities/dirtyTrackingStage`` when the
+///   (``HostIOMMUCapabilities/mirrorStage``, or ``HostIOMMUCapabilities/dirtyTrackingStage`` when the
 ///   guest needs dirty tracking) and also needs: its usable IOVA width to cover the guest's
 ///   ``GuestRequirements/mirroredAddressBits`` (the lower half of a sign-extended guest table;
 ///   guest-physical width for identity), and its smallest page no larger than the guest's
@@ -119,7 +119,7 @@ public struct CompatibilityReport: Hashable, Sendable {
 ///   vIOMMU is identity. Inconsistent requirements refuse.
 ///
 /// Pure and cheap: no kernel calls.
-public func check(_ requirements: GuestRequirements, _ host: IOMMUCapabilities) -> CompatibilityReport {
+public func check(_ requirements: GuestRequirements, _ host: HostIOMMUCapabilities) -> CompatibilityReport {
     let r = requirements
     let invalid = r.inconsistencies.map(Mismatch.invalidRequirements)
     if !invalid.isEmpty { return CompatibilityReport(plan: .refuse(reasons: invalid)) }

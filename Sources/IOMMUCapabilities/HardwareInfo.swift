@@ -148,7 +148,7 @@ public struct HardwareInfoReport: Hashable, Sendable {
         self.maxPASIDLog2 = maxPASIDLog2
     }
 
-    /// Decodes the answer of ``IOMMUFD/IOMMUFD/hardwareInfo(of:requesting:capacity:)``.
+    /// Decodes the answer of ``IOMMUFDContext/IOMMUFDContext/hardwareInfo(of:requesting:capacity:)``.
     /// - Throws: ``HardwareInfoDecodingError`` when the data is too short for its type.
     public init(_ raw: RawHardwareInfo) throws(HardwareInfoDecodingError) {
         try self.init(type: raw.type.rawValue, data: raw.data, capabilities: raw.capabilities.rawValue,

@@ -27,7 +27,7 @@ public enum HostDifference: Hashable, Sendable, CustomStringConvertible {
     /// The plan-relevant properties in which `device` differs from `first`. Nested stages count only
     /// when both are planned for hardware nesting.
     static func between(
-        _ first: IOMMUCapabilities, _ firstPlan: Plan.Strategy, _ device: IOMMUCapabilities, _ devicePlan: Plan.Strategy
+        _ first: HostIOMMUCapabilities, _ firstPlan: Plan.Strategy, _ device: HostIOMMUCapabilities, _ devicePlan: Plan.Strategy
     ) -> [HostDifference] {
         var out: [HostDifference] = []
         if first.kind != device.kind { out.append(.kind(first: first.kind, device: device.kind)) }
@@ -74,7 +74,7 @@ public struct DevicePlanner: Sendable {
         public let index: Int
         public let plan: Plan
         /// The host IOMMU of the group's first device.
-        public let host: IOMMUCapabilities
+        public let host: HostIOMMUCapabilities
         public internal(set) var devices: [String]
     }
 
@@ -100,7 +100,7 @@ public struct DevicePlanner: Sendable {
     }
 
     /// Checks and places one device; cost is one ``check(_:_:)`` plus one comparison per group.
-    public mutating func add(device: String, host: IOMMUCapabilities) -> Assignment {
+    public mutating func add(device: String, host: HostIOMMUCapabilities) -> Assignment {
         let plan = check(requirements, host).plan
         if case .refuse(let reasons) = plan { return .refused(reasons: reasons) }
         for g in groups where HostDifference.between(g.host, g.plan.strategy, host, plan.strategy).isEmpty {

@@ -36,7 +36,7 @@ public enum NestingPolicy: String, Hashable, Sendable {
 public struct GuestRequirements: Hashable, Sendable {
     public var viommu: VirtualIOMMUKind
     /// The format of the guest's IO page tables; `nil` for no vIOMMU and virtio-iommu.
-    public var format: PageTableFormat?
+    public var format: PageTableFormatKind?
     /// The guest IOVA width the vIOMMU advertises (VT-d MGAW / levels, SMMUv3 stage-1 VA size, ...).
     /// Without a vIOMMU, ignored (``guestPhysicalAddressBits`` is what devices use).
     public var addressBits: Int
@@ -55,7 +55,7 @@ public struct GuestRequirements: Hashable, Sendable {
     public var dirtyTracking: Bool
 
     public init(
-        viommu: VirtualIOMMUKind, format: PageTableFormat?, addressBits: Int, guestPhysicalAddressBits: Int,
+        viommu: VirtualIOMMUKind, format: PageTableFormatKind?, addressBits: Int, guestPhysicalAddressBits: Int,
         pageSizes: PageSizeSet, pasidBits: Int = 0, pri: Bool = false, ats: Bool = false,
         coherentWalks: Bool = false, nesting: NestingPolicy = .preferred, dirtyTracking: Bool = false
     ) {

@@ -9,8 +9,8 @@ import SystemPackage
 /// Every object the kernel keeps for this iommufd (IOAS, HWPT, bound devices, ...) is addressed
 /// by an id and lives until it is destroyed or this iommufd is closed. The methods may be
 /// called from many threads at once; to share one iommufd across threads, keep it in a class
-/// (``SharedIOMMUFD``). Each ioctl argument lives on the stack: calls do not allocate.
-public struct IOMMUFD: ~Copyable, Sendable {
+/// (``SharedIOMMUFDContext``). Each ioctl argument lives on the stack: calls do not allocate.
+public struct IOMMUFDContext: ~Copyable, Sendable {
     let handle: KernelDescriptor
     /// The raw descriptor, for calls that hand it to the kernel (`VFIO_DEVICE_BIND_IOMMUFD`).
     public var descriptor: CInt { handle.rawValue }
@@ -82,10 +82,10 @@ public struct IOMMUFD: ~Copyable, Sendable {
     }
 }
 
-/// One ``IOMMUFD`` shared by reference, for use from several threads or tasks.
-public final class SharedIOMMUFD: Sendable {
-    public let iommufd: IOMMUFD
-    public init(_ iommufd: consuming IOMMUFD) { self.iommufd = iommufd }
+/// One ``IOMMUFDContext`` shared by reference, for use from several threads or tasks.
+public final class SharedIOMMUFDContext: Sendable {
+    public let iommufd: IOMMUFDContext
+    public init(_ iommufd: consuming IOMMUFDContext) { self.iommufd = iommufd }
 }
 
 /// A zeroed command struct with its leading `size` (iommufd) or `argsz` (VFIO) field set.

@@ -12,7 +12,7 @@ import Synchronization
 /// pointer, follows the dispatch of `iommufd_fops_ioctl` (size header, minimum size, the
 /// `E2BIG` rule for larger structs) and the semantics of `drivers/iommu/iommufd/ioas.c` and
 /// `io_pagetable.c` of Linux 7.3 for an iommufd with no devices attached, and writes the
-/// out-parameters back. Code above ``KernelInterface`` (``IOMMUFD``, the mirror engine) can so
+/// out-parameters back. Code above ``KernelInterface`` (``IOMMUFDContext``, the mirror engine) can so
 /// be tested and benchmarked without a kernel. The kernel tier's `ModelAgreementKernelTests`
 /// run the same random operations on the real kernel and on this model and require identical
 /// answers.

@@ -32,7 +32,7 @@ public struct EduDevice: ~Copyable {
 
     /// Opens the device's VFIO cdev and binds it to `iommufd` (a cdev answers nothing but
     /// `VFIO_DEVICE_BIND_IOMMUFD` until it is bound). DMA stays blocked until it is attached.
-    public init(_ address: PCIAddress, boundTo iommufd: borrowing IOMMUFD) throws(IOMMUFDError) {
+    public init(_ address: PCIAddress, boundTo iommufd: borrowing IOMMUFDContext) throws(IOMMUFDError) {
         let vfio = try VFIODevice(pciAddress: address)
         let device = try vfio.bind(to: iommufd)
         let bar0 = try vfio.regionInfo(.bar(0))

@@ -28,7 +28,7 @@ func run() throws {
     var name = utsname()
     uname(&name)
     let release = withUnsafeBytes(of: name.release) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
-    let iommufd = try IOMMUFD()
+    let iommufd = try IOMMUFDContext()
     let features = iommufd.probeFeatures()
     print("kernel \(release): /dev/iommu knows \(features.supported.count) of \(IoctlRequest.iommufdRequests.count) iommufd ioctls")
 
@@ -42,7 +42,7 @@ func run() throws {
         let edu = try EduDevice(address, boundTo: iommufd)
         let raw = try iommufd.hardwareInfo(of: edu.device)
         let report = try HardwareInfoReport(raw)
-        let host = IOMMUCapabilities(report: report)
+        let host = HostIOMMUCapabilities(report: report)
         print("\(address) (NUMA node \(address.numaNode().map(String.init) ?? "none")): \(raw.type) IOMMU, "
               + "IOVA \(host.inputAddressBits) bits, pages \(host.pageSizes), nesting \(!host.nestedStages.isEmpty), "
               + "dirty tracking \(host.dirtyTracking)")
@@ -73,7 +73,7 @@ func run() throws {
 /// Builds a guest VT-d second-stage table in guest memory, mirrors its leaves into `ioas`,
 /// has the device copy through the mirrored IOVAs, then follows the guest's unmap.
 func mirrorAndDMA(
-    _ iommufd: borrowing IOMMUFD, _ ioas: IOASID, _ edu: borrowing EduDevice,
+    _ iommufd: borrowing IOMMUFDContext, _ ioas: IOASID, _ edu: borrowing EduDevice,
     guestMemory bytes: UnsafeMutableRawBufferPointer, guestBase: HostAddress
 ) throws {
     let guestRAM = MutableGuestMemoryBuffer(base: GuestPhysicalAddress(0), buffer: bytes)

@@ -1,11 +1,11 @@
 import IOMMUCapabilities
 import Testing
 
-let qemuDefaultHost = IOMMUCapabilities(vtd: VTdHardwareInfo(cap: qemuCap, ecap: qemuEcap))
-let qemuScalableHost = IOMMUCapabilities(vtd: VTdHardwareInfo(cap: qemuScalableCap, ecap: qemuScalableEcap))
-let vtdNestingHost = IOMMUCapabilities(vtd: nestingVTd)
-let smmuHost = IOMMUCapabilities(smmu: SMMUv3HardwareInfo(idr: specSMMU))
-let amdHost = IOMMUCapabilities(amd: AMDHardwareInfo(efr: specEFR, efr2: 0x8))
+let qemuDefaultHost = HostIOMMUCapabilities(vtd: VTdHardwareInfo(cap: qemuCap, ecap: qemuEcap))
+let qemuScalableHost = HostIOMMUCapabilities(vtd: VTdHardwareInfo(cap: qemuScalableCap, ecap: qemuScalableEcap))
+let vtdNestingHost = HostIOMMUCapabilities(vtd: nestingVTd)
+let smmuHost = HostIOMMUCapabilities(smmu: SMMUv3HardwareInfo(idr: specSMMU))
+let amdHost = HostIOMMUCapabilities(amd: AMDHardwareInfo(efr: specEFR, efr2: 0x8))
 
 @Suite struct RequirementCheck {
     @Test func everythingMatchingNests() {
@@ -67,7 +67,7 @@ let amdHost = IOMMUCapabilities(amd: AMDHardwareInfo(efr: specEFR, efr2: 0x8))
         ])
         if case .refuse = r2.plan {} else { Issue.record("expected refuse, got \(r2.plan)") }
         // The same 5-level guest nests where the host has FS5LP and a 57-bit MGAW.
-        #expect(check(.intelVTdFirstStage(levels: 5), IOMMUCapabilities(vtd: wideNestingVTd)).plan
+        #expect(check(.intelVTdFirstStage(levels: 5), HostIOMMUCapabilities(vtd: wideNestingVTd)).plan
             == .hardwareNesting(format: .x86_64(levels: 5)))
     }
 
@@ -115,7 +115,7 @@ let amdHost = IOMMUCapabilities(amd: AMDHardwareInfo(efr: specEFR, efr2: 0x8))
 
     @Test func hostPageLargerThanGuestPage() {
         // An SMMUv3 with only the 64K granule serving a 4K guest.
-        let host = IOMMUCapabilities(smmu: SMMUv3HardwareInfo(idr: [0b1010, 0, 0, 0, 0, 0x45]))
+        let host = HostIOMMUCapabilities(smmu: SMMUv3HardwareInfo(idr: [0b1010, 0, 0, 0, 0, 0x45]))
         #expect(host.pageSizes == PageSizeSet([.size64K, .size512M]))
         let report = check(.armSMMUv3(granule: .size4K, nesting: .forbidden), host)
         #expect(report.plan == .refuse(reasons: [.pageGranule(required: .size4K, offered: .size64K)]))
@@ -143,7 +143,7 @@ let amdHost = IOMMUCapabilities(amd: AMDHardwareInfo(efr: specEFR, efr2: 0x8))
         // The nesting VT-d's registers, but the kernel says: no dirty tracking, no ATS, 10-bit PASIDs.
         let bytes = le(0, 8) + le(nestingVTd.capability.rawValue, 8) + le(nestingVTd.extendedCapability.rawValue, 8)
         let report = try HardwareInfoReport(type: 1, data: bytes, capabilities: 0x8, maxPASIDLog2: 10)
-        let host = IOMMUCapabilities(report: report)
+        let host = HostIOMMUCapabilities(report: report)
         #expect(host.nesting && !host.dirtyTracking && !host.ats && host.pasidBits == 10)
         var guest = GuestRequirements.intelVTdFirstStage()
         guest.ats = true

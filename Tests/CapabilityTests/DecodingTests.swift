@@ -65,7 +65,7 @@ let qemuScalableEcap: UInt64 = 0x0000_8800_00f0_0f4a
         #expect(v.pasidBits == 0)
         #expect(!v.scalableMode && !v.nestingCapable && !v.dirtyTrackingCapable)
 
-        let caps = IOMMUCapabilities(vtd: v)
+        let caps = HostIOMMUCapabilities(vtd: v)
         #expect(caps.kind == .intelVTd)
         #expect(caps.nestedStages.isEmpty && !caps.nesting)
         #expect(caps.mirrorStage.format == .vtdSecondStage(levels: 4))
@@ -88,7 +88,7 @@ let qemuScalableEcap: UInt64 = 0x0000_8800_00f0_0f4a
         #expect(v.firstStagePageSizes == sizes(.size4K, .size2M, .size1G))
         #expect(v.scalableMode && !v.nestingCapable && !v.dirtyTrackingCapable)
 
-        let caps = IOMMUCapabilities(vtd: v)
+        let caps = HostIOMMUCapabilities(vtd: v)
         // The first stage is sign-extended: 47 usable bits of its 48.
         #expect(caps.mirrorStage.format == .x86_64(levels: 4) && caps.mirrorStage.signExtended)
         #expect(caps.pageSizes == sizes(.size4K, .size2M, .size1G))
@@ -121,7 +121,7 @@ let qemuScalableEcap: UInt64 = 0x0000_8800_00f0_0f4a
         #expect(v.nestingCapable && v.dirtyTrackingCapable)
         #expect(v.pasidBits == 20)
         #expect(v.firstStageLevels == [4, 5])
-        let caps = IOMMUCapabilities(vtd: v)
+        let caps = HostIOMMUCapabilities(vtd: v)
         #expect(caps.nestedStages == [
             NestedStageSupport(format: .x86_64(levels: 4), pageSizes: sizes(.size4K, .size2M, .size1G), inputAddressBits: 48),
             NestedStageSupport(format: .x86_64(levels: 5), pageSizes: sizes(.size4K, .size2M, .size1G), inputAddressBits: 48),
@@ -145,7 +145,7 @@ let nestingVTd = VTdHardwareInfo(
         #expect(report.info.type == .intelVTd)
         #expect(report.capabilities == .atsNotSupported)
         #expect(report.capabilities.description == "[atsNotSupported]")
-        let caps = IOMMUCapabilities(report: report)
+        let caps = HostIOMMUCapabilities(report: report)
         #expect(!caps.ats && caps.pasidBits == 0 && !caps.dirtyTracking)
     }
 
@@ -176,14 +176,14 @@ let nestingVTd = VTdHardwareInfo(
         #expect(try HardwareInfo(type: 0, data: []) == HardwareInfo.none)
         #expect(try HardwareInfo(type: 77, data: [1, 2, 3]) == .unknown(type: 77, bytes: [1, 2, 3]))
         #expect(HardwareInfoKind(rawValue: 77).description == "HardwareInfoKind(0x4d)")
-        let caps = IOMMUCapabilities(report: try HardwareInfoReport(type: 77, data: [9], capabilities: 1, maxPASIDLog2: 8))
+        let caps = HostIOMMUCapabilities(report: try HardwareInfoReport(type: 77, data: [9], capabilities: 1, maxPASIDLog2: 8))
         #expect(caps.kind == .unknown && caps.inputAddressBits == 0 && caps.dirtyTracking && caps.pasidBits == 8)
     }
 
     @Test func selftestAndTegra() throws {
         let st = try HardwareInfo(type: 0xfeed_beef, data: le(0, 4) + le(0xdead_beef, 4))
         #expect(st == .selftest(SelftestHardwareInfo(flags: 0, testRegister: SelftestHardwareInfo.expectedTestRegister)))
-        #expect(IOMMUCapabilities(report: HardwareInfoReport(info: st, capabilities: [.dirtyTracking], maxPASIDLog2: 20)).kind == .selftest)
+        #expect(HostIOMMUCapabilities(report: HardwareInfoReport(info: st, capabilities: [.dirtyTracking], maxPASIDLog2: 20)).kind == .selftest)
 
         // flags 0, version 1, log2vcmdqs 7, log2vsids 4, reserved.
         let t = try HardwareInfo(type: 3, data: le(0, 4) + [1, 7, 4, 0])
@@ -249,7 +249,7 @@ let specSMMU: [UInt32] = [0x094d_149b, 0x0273_0510, 0, 0x1400, 0, 0x0080_0455]
         #expect(s.kernelGranule(hostPageSize: .size16K) == .size4K)
         #expect(s.kernelGranule(hostPageSize: .size64K) == .size64K)
 
-        let caps = IOMMUCapabilities(smmu: s)
+        let caps = HostIOMMUCapabilities(smmu: s)
         #expect(caps.kind == .armSMMUv3)
         #expect(caps.nestedStages.map(\.format) == [.armStage1(granule: .size4K), .armStage1(granule: .size64K)])
         #expect(caps.nestedStages.map(\.inputAddressBits) == [48, 52])
@@ -268,7 +268,7 @@ let specSMMU: [UInt32] = [0x094d_149b, 0x0273_0510, 0, 0x1400, 0, 0x0080_0455]
         #expect(SMMUv3IDR5(rawValue: 7).outputAddressBits == nil)
         // S1P only, AArch64, 4K granule, OAS 44: no nesting, kernel uses stage 1 with a 48-bit VA.
         let s = SMMUv3HardwareInfo(idr: [0b1010, 0, 0, 0, 0, 0x14])
-        let caps = IOMMUCapabilities(smmu: s)
+        let caps = HostIOMMUCapabilities(smmu: s)
         #expect(!caps.nesting)
         #expect(caps.mirrorStage.format == .armStage1(granule: .size4K))
         #expect(caps.inputAddressBits == 48 && caps.outputAddressBits == 44)
@@ -302,7 +302,7 @@ let specEFR: UInt64 = 0x0013_000f_0000_57db
         #expect(!a.hostPageSizes.contains(PageSize(shift: 39)) && !a.hostPageSizes.contains(PageSize(shift: 57)))
         #expect(a.hostPageSizes.contains(PageSize(shift: 51)) && !a.hostPageSizes.contains(PageSize(shift: 52)))
 
-        let caps = IOMMUCapabilities(amd: a)
+        let caps = HostIOMMUCapabilities(amd: a)
         #expect(caps.kind == .amd)
         #expect(caps.nestedStages.map(\.format) == [.x86_64(levels: 4), .x86_64(levels: 5)])
         #expect(caps.mirrorStage.format == .amdV1(levels: 5) && caps.nestParentStage?.format == .amdV1(levels: 5))
@@ -325,9 +325,9 @@ let specEFR: UInt64 = 0x0013_000f_0000_57db
         let a = AMDHardwareInfo(efr: 3 << 10)
         #expect(a.hostLevels == nil && a.hostAddressBits == 0 && a.hostPageSizes == [])
         // Without GTSup and GIOSup there is no v2 table either.
-        #expect(IOMMUCapabilities(amd: a).mirrorStage == .none)
+        #expect(HostIOMMUCapabilities(amd: a).mirrorStage == .none)
         // With them the kernel falls back to a 4-level v2 table without sign extension: 47 bits.
-        let caps = IOMMUCapabilities(amd: AMDHardwareInfo(efr: 3 << 10 | 1 << 4 | 1 << 48))
+        let caps = HostIOMMUCapabilities(amd: AMDHardwareInfo(efr: 3 << 10 | 1 << 4 | 1 << 48))
         #expect(caps.mirrorStage.format == .x86_64(levels: 4) && caps.inputAddressBits == 47)
     }
 }

@@ -22,14 +22,14 @@ let wideNestingVTd = VTdHardwareInfo(
         #expect(check(.noIOMMU(guestPhysicalAddressBits: 48), vtdNestingHost).plan
             == .refuse(reasons: [.guestPhysicalAddressWidth(required: 48, offered: 47)]))
         // MGAW 57 with FS5LP: 5-level first stage, 56 usable bits.
-        #expect(IOMMUCapabilities(vtd: wideNestingVTd).inputAddressBits == 56)
+        #expect(HostIOMMUCapabilities(vtd: wideNestingVTd).inputAddressBits == 56)
         // QEMU's default (legacy mode) keeps the 48-bit second stage.
         #expect(qemuDefaultHost.inputAddressBits == 48)
     }
 
     @Test func smmuMirrorIsStage1() {
         // OAS 44: stage 2 (the nest parent) takes 44-bit input, stage 1 (the plain domain) 48.
-        let host = IOMMUCapabilities(smmu: SMMUv3HardwareInfo(idr: [specSMMU[0], specSMMU[1], 0, specSMMU[3], 0, (specSMMU[5] & ~7) | 4]))
+        let host = HostIOMMUCapabilities(smmu: SMMUv3HardwareInfo(idr: [specSMMU[0], specSMMU[1], 0, specSMMU[3], 0, (specSMMU[5] & ~7) | 4]))
         #expect(host.inputAddressBits == 48)
         #expect(check(.armSMMUv3(addressBits: 48, guestPhysicalAddressBits: 40, nesting: .forbidden), host).plan
             == .softwareMirroring(reason: .nestingForbidden))
@@ -37,7 +37,7 @@ let wideNestingVTd = VTdHardwareInfo(
         #expect(check(.armSMMUv3(addressBits: 48, guestPhysicalAddressBits: 48, nesting: .required), host).plan
             == .refuse(reasons: [.guestPhysicalAddressWidth(required: 48, offered: 44)]))
         // 64 KiB host pages with VAX: the stage-1 domain takes 52-bit input.
-        #expect(IOMMUCapabilities(smmu: SMMUv3HardwareInfo(idr: specSMMU), hostPageSize: .size64K).inputAddressBits == 52)
+        #expect(HostIOMMUCapabilities(smmu: SMMUv3HardwareInfo(idr: specSMMU), hostPageSize: .size64K).inputAddressBits == 52)
     }
 
     // 2. SMMUv3 dirty tracking: HD and COHACC, stage 1 only.
@@ -55,7 +55,7 @@ let wideNestingVTd = VTdHardwareInfo(
     @Test func smmuDirtyTrackingNeedsCoherentAccess() {
         let s = SMMUv3HardwareInfo(idr: [specSMMU[0] & ~0x10, specSMMU[1], 0, specSMMU[3], 0, specSMMU[5]])
         #expect(!s.dirtyTrackingCapable)
-        #expect(!IOMMUCapabilities(smmu: s).dirtyTracking)
+        #expect(!HostIOMMUCapabilities(smmu: s).dirtyTracking)
     }
 
     // 3. AMD.
@@ -73,14 +73,14 @@ let wideNestingVTd = VTdHardwareInfo(
         // HDSup, GTSup, GIOSup, but HATS = 3.
         let a = AMDHardwareInfo(efr: 1 << 52 | 1 << 48 | 1 << 4 | 3 << 10)
         #expect(!a.dirtyTrackingCapable)
-        #expect(!IOMMUCapabilities(amd: a).dirtyTracking)
+        #expect(!HostIOMMUCapabilities(amd: a).dirtyTracking)
     }
 
     @Test func amdV2FallbackWidth() {
         // HATS = 3, GTSup, GIOSup: the v2 (x86-64, not sign-extended) table, 47 bits; 56 with GATS 5-level.
-        let four = IOMMUCapabilities(amd: AMDHardwareInfo(efr: 1 << 48 | 1 << 4 | 3 << 10))
+        let four = HostIOMMUCapabilities(amd: AMDHardwareInfo(efr: 1 << 48 | 1 << 4 | 3 << 10))
         #expect(four.inputAddressBits == 47 && four.pageSizes == sizes(.size4K, .size2M, .size1G))
-        #expect(IOMMUCapabilities(amd: AMDHardwareInfo(efr: 1 << 48 | 1 << 4 | 3 << 10 | 1 << 12)).inputAddressBits == 56)
+        #expect(HostIOMMUCapabilities(amd: AMDHardwareInfo(efr: 1 << 48 | 1 << 4 | 3 << 10 | 1 << 12)).inputAddressBits == 56)
     }
 
     // 4. SMMUv3 OAS.
@@ -88,7 +88,7 @@ let wideNestingVTd = VTdHardwareInfo(
     @Test func smmuReservedOASIs48() {
         let s = SMMUv3HardwareInfo(idr: [specSMMU[0], specSMMU[1], 0, specSMMU[3], 0, specSMMU[5] | 7])
         #expect(s.outputAddressBits == 48)
-        let host = IOMMUCapabilities(smmu: s)
+        let host = HostIOMMUCapabilities(smmu: s)
         #expect(host.outputAddressBits == 48)
         #expect(check(.armSMMUv3(guestPhysicalAddressBits: 44, nesting: .required), host).plan
             == .hardwareNesting(format: .armStage1(granule: .size4K)))
@@ -98,9 +98,9 @@ let wideNestingVTd = VTdHardwareInfo(
         let s = SMMUv3HardwareInfo(idr: [specSMMU[0], specSMMU[1], 0, specSMMU[3], 0, (specSMMU[5] & ~7) | 6])
         #expect(s.pageSizes(granule: .size64K) == sizes(.size64K, .size512M, PageSize(shift: 42)))
         #expect(s.pageSizes(granule: .size4K) == sizes(.size4K, .size2M, .size1G))
-        #expect(IOMMUCapabilities(smmu: s, hostPageSize: .size64K).pageSizes.contains(PageSize(shift: 42)))
+        #expect(HostIOMMUCapabilities(smmu: s, hostPageSize: .size64K).pageSizes.contains(PageSize(shift: 42)))
         // OAS 48: no 4 TiB block.
-        #expect(!IOMMUCapabilities(smmu: SMMUv3HardwareInfo(idr: specSMMU), hostPageSize: .size64K).pageSizes
+        #expect(!HostIOMMUCapabilities(smmu: SMMUv3HardwareInfo(idr: specSMMU), hostPageSize: .size64K).pageSizes
             .contains(PageSize(shift: 42)))
     }
 
@@ -109,13 +109,13 @@ let wideNestingVTd = VTdHardwareInfo(
     @Test func vtdCoherencyFollowsMode() {
         // Scalable mode with ECAP.C but not SMPWC: not coherent.
         let scalableC = VTdHardwareInfo(cap: qemuScalableCap, ecap: qemuScalableEcap | 1)
-        #expect(!IOMMUCapabilities(vtd: scalableC).coherent)
+        #expect(!HostIOMMUCapabilities(vtd: scalableC).coherent)
         // Scalable mode with SMPWC but not ECAP.C: coherent.
         let scalableSMPWC = VTdHardwareInfo(cap: qemuScalableCap, ecap: qemuScalableEcap | 1 << 48)
-        #expect(IOMMUCapabilities(vtd: scalableSMPWC).coherent)
+        #expect(HostIOMMUCapabilities(vtd: scalableSMPWC).coherent)
         // Legacy mode: ECAP.C.
-        #expect(IOMMUCapabilities(vtd: VTdHardwareInfo(cap: qemuCap, ecap: qemuEcap | 1)).coherent)
-        #expect(!IOMMUCapabilities(vtd: VTdHardwareInfo(cap: qemuCap, ecap: qemuEcap | 1 << 48)).coherent)
+        #expect(HostIOMMUCapabilities(vtd: VTdHardwareInfo(cap: qemuCap, ecap: qemuEcap | 1)).coherent)
+        #expect(!HostIOMMUCapabilities(vtd: VTdHardwareInfo(cap: qemuCap, ecap: qemuEcap | 1 << 48)).coherent)
     }
 
     // 6. VT-d nested first-stage widths limited by MGAW.
@@ -126,7 +126,7 @@ let wideNestingVTd = VTdHardwareInfo(
         #expect(check(.intelVTdFirstStage(levels: 5, nesting: .required), vtdNestingHost).plan
             == .refuse(reasons: [.nestedAddressWidth(required: 57, offered: 48)]))
         // MGAW 57: 57-bit input, the 5-level guest nests.
-        let wide = IOMMUCapabilities(vtd: wideNestingVTd)
+        let wide = HostIOMMUCapabilities(vtd: wideNestingVTd)
         #expect(wide.nestedStages.map(\.inputAddressBits) == [48, 57])
         #expect(check(.intelVTdFirstStage(levels: 5), wide).plan == .hardwareNesting(format: .x86_64(levels: 5)))
     }
@@ -135,7 +135,7 @@ let wideNestingVTd = VTdHardwareInfo(
 
     @Test func signExtendedGuestMirrorsLowerHalf() {
         // A legacy-mode host with MGAW 47: a 47-bit zero-extended IOAS.
-        let host = IOMMUCapabilities(vtd: VTdHardwareInfo(cap: withMGAW(qemuCap, 47), ecap: qemuEcap))
+        let host = HostIOMMUCapabilities(vtd: VTdHardwareInfo(cap: withMGAW(qemuCap, 47), ecap: qemuEcap))
         #expect(host.inputAddressBits == 47)
         // A 4-level VT-d first-stage guest can only use its 47-bit lower half: it fits.
         #expect(GuestRequirements.intelVTdFirstStage(levels: 4).mirroredAddressBits == 47)

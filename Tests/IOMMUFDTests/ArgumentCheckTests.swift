@@ -7,10 +7,10 @@ import Testing
     /// Runs `body` on a fresh IOAS and requires a pre-call refusal with `request` and `reason`.
     func refused(
         _ request: IoctlRequest, _ operation: IOMMUFDError.Operation, sourceLocation: SourceLocation = #_sourceLocation,
-        _ body: (borrowing IOMMUFD, IOASID) throws -> Void, reason check: (IOMMUFDError.Reason) -> Bool
+        _ body: (borrowing IOMMUFDContext, IOASID) throws -> Void, reason check: (IOMMUFDError.Reason) -> Bool
     ) throws {
         let model = newModel()
-        let fd = try IOMMUFD(kernel: model)
+        let fd = try IOMMUFDContext(kernel: model)
         let ioas = try fd.allocateIOAS()
         model.resetCounters()
         model.clearTrace()
@@ -74,7 +74,7 @@ import Testing
 
     @Test func wholeSpaceUnmapIsUnmapAll() throws {
         let model = newModel()
-        let fd = try IOMMUFD(kernel: model)
+        let fd = try IOMMUFDContext(kernel: model)
         let ioas = try fd.allocateIOAS()
         _ = try fd.map(host(fakeHost, 2 * page), into: ioas, at: IOVA(0x10_0000))
         model.clearTrace()

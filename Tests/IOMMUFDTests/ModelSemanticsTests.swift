@@ -10,23 +10,23 @@ import Testing
 @Suite struct ModelSemanticsTests {
     @Test func openCloseAndUnknownDescriptors() throws {
         let model = IOMMUFDModel()
-        #expect(expectError { try IOMMUFD(path: "/dev/nope", kernel: model) }?.errno == .noSuchFileOrDirectory)
-        let fd = try IOMMUFD(kernel: model)
+        #expect(expectError { try IOMMUFDContext(path: "/dev/nope", kernel: model) }?.errno == .noSuchFileOrDirectory)
+        let fd = try IOMMUFDContext(kernel: model)
         #expect(model.openContexts == [fd.descriptor])
         #expect(failure(model.close(4242)) == .badFileDescriptor)
         #expect(model.ioctl(4242, .ioasAlloc, nil) == .failure(.badFileDescriptor))
-        let adopted = expectError { try IOMMUFD(adopting: 4000, kernel: model) }
+        let adopted = expectError { try IOMMUFDContext(adopting: 4000, kernel: model) }
         #expect(adopted?.errno == .badFileDescriptor && adopted?.operation == .adopt && adopted?.request == .option)
         model.addNonIOMMUFDPath("/dev/null")
         let null = try #require(try? model.open("/dev/null", flags: 0).get())
-        #expect(expectError { try IOMMUFD(adopting: null, kernel: model) }?.reason == .notAnIOMMUFD)
+        #expect(expectError { try IOMMUFDContext(adopting: null, kernel: model) }?.reason == .notAnIOMMUFD)
         #expect(model.ioctl(null, .ioasMap, nil) == .failure(.inappropriateIOCTLForDevice))
         try fd.close()
         #expect(model.openContexts.isEmpty)
     }
 
     @Test func idsAreTheLowestFree() throws {
-        let fd = try IOMMUFD(kernel: newModel())
+        let fd = try IOMMUFDContext(kernel: newModel())
         let a = try fd.allocateIOAS(), b = try fd.allocateIOAS(), c = try fd.allocateIOAS()
         #expect([a, b, c].map(\.rawValue) == [1, 2, 3])
         try fd.destroy(b)
@@ -38,7 +38,7 @@ import Testing
 
     @Test func destroyOfABusyObject() throws {
         let model = newModel()
-        let fd = try IOMMUFD(kernel: model)
+        let fd = try IOMMUFDContext(kernel: model)
         let ioas = try fd.allocateIOAS()
         model.setInUse(ioas, true, in: fd.descriptor)
         #expect(expectError { try fd.destroy(ioas) }?.errno == .resourceBusy)
@@ -48,7 +48,7 @@ import Testing
 
     @Test func fixedMapsOverlapAndUnmapWholeAreas() throws {
         let model = newModel()
-        let fd = try IOMMUFD(kernel: model)
+        let fd = try IOMMUFDContext(kernel: model)
         let ioas = try fd.allocateIOAS()
         #expect(try fd.map(host(fakeHost, 4 * page), into: ioas, at: IOVA(0x10_0000)) == IOVA(0x10_0000))
         let overlap = expectError { try fd.map(host(fakeHost, page), into: ioas, at: IOVA(0x10_0000 + 3 * page)) }
@@ -65,7 +65,7 @@ import Testing
 
     @Test func automaticIOVAsFirstFitAligned() throws {
         let model = newModel()
-        let fd = try IOMMUFD(kernel: model)
+        let fd = try IOMMUFDContext(kernel: model)
         let ioas = try fd.allocateIOAS()
         // Never IOVA 0: the first fit starts at the first page, aligned to the length's power of two.
         let a = try fd.map(host(fakeHost, page), into: ioas)
@@ -86,7 +86,7 @@ import Testing
 
     @Test func rangesGrowPastEMSGSIZE() throws {
         let model = newModel()
-        let fd = try IOMMUFD(kernel: model)
+        let fd = try IOMMUFDContext(kernel: model)
         let ioas = try fd.allocateIOAS()
         let fresh = try fd.iovaRanges(of: ioas)
         #expect(fresh.ranges == [.all] && fresh.alignment == 1)
@@ -111,7 +111,7 @@ import Testing
 
     @Test func copySlicesAreasAndKeepsTheirPages() throws {
         let model = newModel()
-        let fd = try IOMMUFD(kernel: model)
+        let fd = try IOMMUFDContext(kernel: model)
         let src = try fd.allocateIOAS(), dst = try fd.allocateIOAS()
         _ = try fd.map(host(fakeHost, 2 * page), into: src, at: IOVA(0x10_0000))
         _ = try fd.map(host(fakeHost + 2 * page, 2 * page), into: src, at: IOVA(0x10_0000 + 2 * page), access: .readable)
@@ -127,7 +127,7 @@ import Testing
     }
 
     @Test func mapFileNeedsAnOpenDescriptorAndChangeProcessNeedsFiles() throws {
-        let fd = try IOMMUFD(kernel: newModel())
+        let fd = try IOMMUFDContext(kernel: newModel())
         let ioas = try fd.allocateIOAS()
         let buffer = try DMABuffer(memfdLength: Int(2 * page))
         let maybeMemfd = buffer.memfd
@@ -140,7 +140,7 @@ import Testing
     }
 
     @Test func options() throws {
-        let fd = try IOMMUFD(kernel: newModel())
+        let fd = try IOMMUFDContext(kernel: newModel())
         #expect(try fd.rlimitMode() == .perUser)
         try fd.setRLimitMode(.perProcess)
         #expect(try fd.rlimitMode() == .perProcess)
@@ -152,12 +152,12 @@ import Testing
         #expect(try !fd.hugePages(in: ioas))
         #expect(try fd.iovaRanges(of: ioas).alignment == page)
         #expect(expectError { try fd.hugePages(in: IOASID(77)) }?.errno == .noSuchFileOrDirectory)
-        let unprivileged = try IOMMUFD(kernel: newModel(.init(privileged: false)))
+        let unprivileged = try IOMMUFDContext(kernel: newModel(.init(privileged: false)))
         #expect(expectError { try unprivileged.setRLimitMode(.perProcess) }?.errno == Errno(rawValue: EPERM))
     }
 
     @Test func vfioCompatibilityIOAS() throws {
-        let fd = try IOMMUFD(kernel: newModel())
+        let fd = try IOMMUFDContext(kernel: newModel())
         #expect(try fd.vfioCompatibilityIOAS() == nil)
         let ioas = try fd.allocateIOAS()
         try fd.setVFIOCompatibilityIOAS(ioas)
@@ -168,19 +168,19 @@ import Testing
     }
 
     @Test func featureProbeSeesTheModelledKernel() throws {
-        let withTest = try IOMMUFD(kernel: newModel())
+        let withTest = try IOMMUFDContext(kernel: newModel())
         let features = withTest.probeFeatures()
         #expect(IoctlRequest.iommufdRequests.allSatisfy { features.supports($0) })
         let hasMock = withTest.hasMockIOMMU
         #expect(hasMock)
-        let plain = try IOMMUFD(kernel: newModel(.init()))
+        let plain = try IOMMUFDContext(kernel: newModel(.init()))
         let plainHasMock = plain.hasMockIOMMU
         #expect(!plainHasMock)
     }
 
     @Test func sizeRulesOfTheDispatcher() throws {
         let model = newModel()
-        let fd = try IOMMUFD(kernel: model)
+        let fd = try IOMMUFDContext(kernel: model)
         var cmd = [UInt32](repeating: 0, count: 16)
         func call(_ r: IoctlRequest) -> Result<CInt, Errno> { cmd.withUnsafeMutableBytes { model.ioctl(fd.descriptor, r, $0.baseAddress) } }
         cmd[0] = 8   // IOAS_ALLOC needs 12 bytes
@@ -201,7 +201,7 @@ import Testing
 
     @Test func injectedFailuresSurfaceTypedAndCount() throws {
         let model = newModel()
-        let fd = try IOMMUFD(kernel: model)
+        let fd = try IOMMUFDContext(kernel: model)
         let ioas = try fd.allocateIOAS()
         model.injectFailure(.noMemory, for: .ioasMap, count: 2)
         model.resetCounters()
@@ -220,7 +220,7 @@ import Testing
 
     @Test func concurrentMapsFromManyThreads() async throws {
         let model = IOMMUFDModel(.init(tracing: false))
-        let shared = SharedIOMMUFD(try IOMMUFD(kernel: model))
+        let shared = SharedIOMMUFDContext(try IOMMUFDContext(kernel: model))
         let ioas = try shared.iommufd.allocateIOAS()
         await withTaskGroup(of: Void.self) { group in
             for t in 0..<8 {

@@ -70,7 +70,7 @@ import Testing
     func randomSequencesMatchTheReference(seed: UInt64) throws {
         var rng = SplitMix64(seed: seed)
         let model = IOMMUFDModel(.init(tracing: false))
-        let fd = try IOMMUFD(kernel: model)
+        let fd = try IOMMUFDContext(kernel: model)
         let ids = [try fd.allocateIOAS(), try fd.allocateIOAS()]
         var ref = Reference()
         let window: UInt64 = 0x100_0000

@@ -7,13 +7,13 @@ extension EduKernelTests {
     /// The requirement check on what the real kernel reports: the emulated VT-d behind edu and
     /// the kernel's mock IOMMU, side by side as a VMM would see two different host IOMMUs.
     @Suite struct CapabilityCheckKernelTests {
-        func capabilities(_ fd: borrowing IOMMUFD, _ device: DeviceID) throws -> IOMMUCapabilities {
-            IOMMUCapabilities(report: try HardwareInfoReport(try fd.hardwareInfo(of: device)))
+        func capabilities(_ fd: borrowing IOMMUFDContext, _ device: DeviceID) throws -> HostIOMMUCapabilities {
+            HostIOMMUCapabilities(report: try HardwareInfoReport(try fd.hardwareInfo(of: device)))
         }
 
         @Test func guestPlatformsAgainstTheEmulatedVTd() throws {
             let address = try #require(EduDevice.all().first, "no edu device bound to vfio-pci")
-            let fd = try IOMMUFD()
+            let fd = try IOMMUFDContext()
             let edu = try EduDevice(address, boundTo: fd)
             let host = try capabilities(fd, edu.device)
             #expect(host.kind == .intelVTd)
@@ -42,7 +42,7 @@ extension EduKernelTests {
 
         @Test func aDeviceBehindADifferentIOMMUIsCaught() throws {
             let address = try #require(EduDevice.all().first, "no edu device bound to vfio-pci")
-            let fd = try IOMMUFD()
+            let fd = try IOMMUFDContext()
             let edu = try EduDevice(address, boundTo: fd)
             let mock = try fd.addMockDevice(to: PageTableID(try fd.allocateIOAS()))
             let vtd = try capabilities(fd, edu.device)

@@ -9,7 +9,7 @@ extension EduKernelTests {
     @Suite struct EduDMAKernelTests {
         @Test func dmaRoundTripThenRefusedAfterUnmap() throws {
             let address = try #require(EduDevice.all().first, "no edu device bound to vfio-pci")
-            let fd = try IOMMUFD()
+            let fd = try IOMMUFDContext()
             let edu = try EduDevice(address, boundTo: fd)
             let device = edu.device
             let id = try edu.identification()

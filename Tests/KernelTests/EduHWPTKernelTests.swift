@@ -9,7 +9,7 @@ extension EduKernelTests {
     @Suite struct EduHWPTKernelTests {
         @Test func bindAttachReplaceDetach() throws {
             let address = try #require(EduDevice.all().first, "no edu device bound to vfio-pci")
-            let fd = try IOMMUFD()
+            let fd = try IOMMUFDContext()
             let edu = try EduDevice(address, boundTo: fd)
             let a = try fd.allocateIOAS()
             let b = try fd.allocateIOAS()
@@ -34,7 +34,7 @@ extension EduKernelTests {
 
         @Test func pasidAttachOnADeviceWithoutPASID() throws {
             let address = try #require(EduDevice.all().first, "no edu device bound to vfio-pci")
-            let fd = try IOMMUFD()
+            let fd = try IOMMUFDContext()
             let edu = try EduDevice(address, boundTo: fd)
             let ioas = try fd.allocateIOAS()
             try edu.vfio.attach(to: ioas)
@@ -48,7 +48,7 @@ extension EduKernelTests {
 
         @Test func hardwareInfoOfTheEmulatedVTd() throws {
             let address = try #require(EduDevice.all().first, "no edu device bound to vfio-pci")
-            let fd = try IOMMUFD()
+            let fd = try IOMMUFDContext()
             let edu = try EduDevice(address, boundTo: fd)
             let raw = try fd.hardwareInfo(of: edu.device)
             #expect(raw.type == .intelVTd)
@@ -86,7 +86,7 @@ extension EduKernelTests {
 
         @Test func dmaThroughAnExplicitHWPT() throws {
             let address = try #require(EduDevice.all().first, "no edu device bound to vfio-pci")
-            let fd = try IOMMUFD()
+            let fd = try IOMMUFDContext()
             let edu = try EduDevice(address, boundTo: fd)
             let ioas = try fd.allocateIOAS()
             let buffer = try patterned(page, seed: 0x33)
@@ -109,7 +109,7 @@ extension EduKernelTests {
 
         @Test func whatTheEmulatedVTdRefuses() throws {
             let address = try #require(EduDevice.all().first, "no edu device bound to vfio-pci")
-            let fd = try IOMMUFD()
+            let fd = try IOMMUFDContext()
             let ioas = try fd.allocateIOAS()
             // A device id that was unbound (its file closed) is unknown afterwards.
             let stale: DeviceID

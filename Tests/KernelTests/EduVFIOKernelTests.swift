@@ -12,7 +12,7 @@ extension EduKernelTests {
     @Suite struct EduVFIOKernelTests {
         @Test func bar0MappingAndConfigSpace() throws {
             let address = try #require(EduDevice.all().first, "no edu device bound to vfio-pci")
-            let fd = try IOMMUFD()
+            let fd = try IOMMUFDContext()
             let edu = try EduDevice(address, boundTo: fd)
             #expect(edu.bar0.flags.contains(.mappable))
             // The mapping holds the device file open (and bound) until it is unmapped: end it first.
@@ -34,7 +34,7 @@ extension EduKernelTests {
 
         @Test func interruptReachesAnEventFD() throws {
             let address = try #require(EduDevice.all().first, "no edu device bound to vfio-pci")
-            let fd = try IOMMUFD()
+            let fd = try IOMMUFDContext()
             let edu = try EduDevice(address, boundTo: fd)
             // MSI is a DMA write: the device needs a page table and bus mastering.
             let ioas = try fd.allocateIOAS()
@@ -78,7 +78,7 @@ extension EduKernelTests {
 
         @Test func reset() throws {
             let address = try #require(EduDevice.all().first, "no edu device bound to vfio-pci")
-            let fd = try IOMMUFD()
+            let fd = try IOMMUFDContext()
             let edu = try EduDevice(address, boundTo: fd)
             let info = try edu.vfio.info()
             print("edu device info: \(info.flags), \(info.regionCount) regions, \(info.irqCount) IRQ kinds")
@@ -116,7 +116,7 @@ extension EduKernelTests {
                 let binding = try VFIOPCIBinding(address)
                 #expect(binding.previousDriver == nil)
                 #expect(address.driver() == "vfio-pci")
-                let fd = try IOMMUFD()
+                let fd = try IOMMUFDContext()
                 let vfio = try VFIODevice(pciAddress: address)
                 let device = try vfio.bind(to: fd)
                 let bar0 = try vfio.regionInfo(.bar(0))

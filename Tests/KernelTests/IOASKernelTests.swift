@@ -8,7 +8,7 @@ import Testing
 @Suite(.serialized, .enabled(if: KernelTier.enabled, "needs /dev/iommu"))
 struct IOASKernelTests {
     @Test func allocateAndDestroy() throws {
-        let fd = try IOMMUFD()
+        let fd = try IOMMUFDContext()
         let a = try fd.allocateIOAS()
         let b = try fd.allocateIOAS()
         #expect(a != b)
@@ -19,7 +19,7 @@ struct IOASKernelTests {
     }
 
     @Test func everyIOCTLIsKnown() throws {
-        let fd = try IOMMUFD()
+        let fd = try IOMMUFDContext()
         let features = fd.probeFeatures()
         for request in IoctlRequest.iommufdRequests {
             #expect(features.supports(request), "\(request) unknown to this kernel")
@@ -32,7 +32,7 @@ struct IOASKernelTests {
     }
 
     @Test func fixedMapOverlapAndUnmap() throws {
-        let fd = try IOMMUFD()
+        let fd = try IOMMUFDContext()
         let ioas = try fd.allocateIOAS()
         let buffer = try patterned(4 * page, seed: 1)
         let at = IOVA(0x10_0000)
@@ -49,7 +49,7 @@ struct IOASKernelTests {
     }
 
     @Test func unmapCuttingAnAreaFailsAfterEarlierAreasAreGone() throws {
-        let fd = try IOMMUFD()
+        let fd = try IOMMUFDContext()
         let ioas = try fd.allocateIOAS()
         let a = try DMABuffer(length: page)
         let b = try DMABuffer(length: 2 * page)
@@ -63,7 +63,7 @@ struct IOASKernelTests {
     }
 
     @Test func kernelChosenIOVAs() throws {
-        let fd = try IOMMUFD()
+        let fd = try IOMMUFDContext()
         let ioas = try fd.allocateIOAS()
         let a = try DMABuffer(length: 8 * page)
         let b = try DMABuffer(length: 8 * page)
@@ -77,7 +77,7 @@ struct IOASKernelTests {
     }
 
     @Test func iovaRangesAndAllowedIOVAs() throws {
-        let fd = try IOMMUFD()
+        let fd = try IOMMUFDContext()
         let ioas = try fd.allocateIOAS()
         let fresh = try fd.iovaRanges(of: ioas)
         #expect(!fresh.ranges.isEmpty)
@@ -96,7 +96,7 @@ struct IOASKernelTests {
 
     @Test func rangesReportEMSGSIZEGrowth() throws {
         // A mock reserved region splits the space: more ranges than one, read back whole.
-        let fd = try IOMMUFD()
+        let fd = try IOMMUFDContext()
         let ioas = try fd.allocateIOAS()
         for i in 0..<12 {
             try fd.mockAddReserved(range(0x1000_0000 * UInt64(i + 1), page), in: ioas)
@@ -110,7 +110,7 @@ struct IOASKernelTests {
     }
 
     @Test func copyBetweenAddressSpaces() throws {
-        let fd = try IOMMUFD()
+        let fd = try IOMMUFDContext()
         let src = try fd.allocateIOAS()
         let dst = try fd.allocateIOAS()
         let buffer = try patterned(4 * page, seed: 3)
@@ -130,7 +130,7 @@ struct IOASKernelTests {
     }
 
     @Test func mapFromMemfd() throws {
-        let fd = try IOMMUFD()
+        let fd = try IOMMUFDContext()
         let ioas = try fd.allocateIOAS()
         let buffer = try DMABuffer(memfdLength: 4 * page)
         let maybeMemfd = buffer.memfd
@@ -146,7 +146,7 @@ struct IOASKernelTests {
     }
 
     @Test func options() throws {
-        let fd = try IOMMUFD()
+        let fd = try IOMMUFDContext()
         #expect(try fd.rlimitMode() == .perUser)
         try fd.setRLimitMode(.perProcess)
         #expect(try fd.rlimitMode() == .perProcess)
@@ -161,7 +161,7 @@ struct IOASKernelTests {
     }
 
     @Test func vfioCompatibilityIOAS() throws {
-        let fd = try IOMMUFD()
+        let fd = try IOMMUFDContext()
         #expect(try fd.vfioCompatibilityIOAS() == nil)
         let ioas = try fd.allocateIOAS()
         try fd.setVFIOCompatibilityIOAS(ioas)
@@ -171,7 +171,7 @@ struct IOASKernelTests {
     }
 
     @Test func noIOMMUPhysicalAddressIsRefusedForTranslatedIOAS() throws {
-        let fd = try IOMMUFD()
+        let fd = try IOMMUFDContext()
         let ioas = try fd.allocateIOAS()
         let buffer = try DMABuffer(length: page)
         _ = try fd.map(buffer, into: ioas, at: IOVA(0x60_0000))
@@ -181,23 +181,23 @@ struct IOASKernelTests {
     }
 
     @Test func adoptChecksTheDescriptor() throws {
-        let owned = try IOMMUFD()
+        let owned = try IOMMUFDContext()
         let dup = dup(owned.descriptor)
-        let adopted = try IOMMUFD(adopting: dup)
+        let adopted = try IOMMUFDContext(adopting: dup)
         _ = try adopted.allocateIOAS()
         let null = open("/dev/null", O_RDWR)
         defer { close(null) }
         do {
-            _ = try IOMMUFD(adopting: null)
+            _ = try IOMMUFDContext(adopting: null)
             Issue.record("/dev/null adopted as an iommufd")
         } catch {
             #expect(error.reason == .notAnIOMMUFD)
         }
-        expectKernelError(.badFileDescriptor, .adopt) { try IOMMUFD(adopting: 4000) }
+        expectKernelError(.badFileDescriptor, .adopt) { try IOMMUFDContext(adopting: 4000) }
     }
 
     @Test func closeDestroysObjects() throws {
-        let fd = try IOMMUFD()
+        let fd = try IOMMUFDContext()
         _ = try fd.allocateIOAS()
         try fd.close()
     }

@@ -8,7 +8,7 @@ struct MockHWPTKernelTests {
     let base: UInt64 = 1 << 24
 
     @Test func nestedHWPTInvalidation() throws {
-        let fd = try IOMMUFD()
+        let fd = try IOMMUFDContext()
         let ioas = try fd.allocateIOAS()
         let mock = try fd.addMockDevice(to: PageTableID(ioas))
         let info = try fd.hardwareInfo(of: mock.device)
@@ -86,7 +86,7 @@ struct MockHWPTKernelTests {
     }
 
     @Test func dirtyTracking() throws {
-        let fd = try IOMMUFD()
+        let fd = try IOMMUFDContext()
         let ioas = try fd.allocateIOAS()
         let mock = try fd.addMockDevice(to: PageTableID(ioas))
         // One IOPTE per page: with huge pages the mock maps the buffer with larger entries,
@@ -136,7 +136,7 @@ struct MockHWPTKernelTests {
     }
 
     @Test func pasidAttachReplaceDetach() throws {
-        let fd = try IOMMUFD()
+        let fd = try IOMMUFDContext()
         let ioas = try fd.allocateIOAS()
         let mock = try fd.addMockDevice(to: PageTableID(ioas), flags: .pasid)
         #expect(try fd.hardwareInfo(of: mock.device).maxPASIDLog2 == 20)

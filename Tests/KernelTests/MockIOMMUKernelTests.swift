@@ -9,7 +9,7 @@ struct MockIOMMUKernelTests {
     let base: UInt64 = 1 << 24
 
     @Test func mappedPagesAreInTheMockPageTable() throws {
-        let fd = try IOMMUFD()
+        let fd = try IOMMUFDContext()
         let ioas = try fd.allocateIOAS()
         let mock = try fd.addMockDevice(to: PageTableID(ioas))
         let buffer = try patterned(8 * page, seed: 9)
@@ -37,7 +37,7 @@ struct MockIOMMUKernelTests {
     }
 
     @Test func copiedMappingsReachTheSecondDomain() throws {
-        let fd = try IOMMUFD()
+        let fd = try IOMMUFDContext()
         let a = try fd.allocateIOAS()
         let b = try fd.allocateIOAS()
         let mock = try fd.addMockDevice(to: PageTableID(b))
@@ -48,7 +48,7 @@ struct MockIOMMUKernelTests {
     }
 
     @Test func replaceMovesTheDeviceToAnotherIOAS() throws {
-        let fd = try IOMMUFD()
+        let fd = try IOMMUFDContext()
         let a = try fd.allocateIOAS()
         let b = try fd.allocateIOAS()
         let mock = try fd.addMockDevice(to: PageTableID(a))
@@ -62,7 +62,7 @@ struct MockIOMMUKernelTests {
     }
 
     @Test func mapFileReachesTheDomain() throws {
-        let fd = try IOMMUFD()
+        let fd = try IOMMUFDContext()
         let ioas = try fd.allocateIOAS()
         let mock = try fd.addMockDevice(to: PageTableID(ioas))
         let buffer = try DMABuffer(memfdLength: 4 * page)
@@ -74,7 +74,7 @@ struct MockIOMMUKernelTests {
 
     @Test func hugePageBuffersMapWhole() throws {
         // The VM boots with 64 huge pages of 2 MiB reserved (`hugepages=64`).
-        let fd = try IOMMUFD()
+        let fd = try IOMMUFDContext()
         let ioas = try fd.allocateIOAS()
         let mock = try fd.addMockDevice(to: PageTableID(ioas))
         let anonymous = try DMABuffer(length: 4 << 20, hugePages: .size2M, populate: true)

@@ -7,7 +7,7 @@ struct MockVIOMMUKernelTests {
     let base: UInt64 = 1 << 24
 
     @Test func viommuVDeviceAndEvents() throws {
-        let fd = try IOMMUFD()
+        let fd = try IOMMUFDContext()
         let ioas = try fd.allocateIOAS()
         let mock = try fd.addMockDevice(to: PageTableID(ioas))
         let parent = try fd.allocateHWPT(for: mock.device, in: ioas, flags: .nestParent)
@@ -72,7 +72,7 @@ struct MockVIOMMUKernelTests {
     }
 
     @Test func faultQueue() throws {
-        let fd = try IOMMUFD()
+        let fd = try IOMMUFDContext()
         let ioas = try fd.allocateIOAS()
         let mock = try fd.addMockDevice(to: PageTableID(ioas))
         let parent = try fd.allocateHWPT(for: mock.device, in: ioas, flags: .nestParent)
@@ -105,7 +105,7 @@ struct MockVIOMMUKernelTests {
     }
 
     @Test func hardwareQueue() throws {
-        let fd = try IOMMUFD()
+        let fd = try IOMMUFDContext()
         let ioas = try fd.allocateIOAS()
         let mock = try fd.addMockDevice(to: PageTableID(ioas))
         let parent = try fd.allocateHWPT(for: mock.device, in: ioas, flags: .nestParent)

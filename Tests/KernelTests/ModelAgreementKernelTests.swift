@@ -19,8 +19,8 @@ struct ModelAgreementKernelTests {
         let file = try DMABuffer(memfdLength: 16 * page)
         let maybeMemfd = file.memfd
         let memfd = try #require(maybeMemfd)
-        let real = try IOMMUFD()
-        let modelled = try IOMMUFD(kernel: Self.model())
+        let real = try IOMMUFDContext()
+        let modelled = try IOMMUFDContext(kernel: Self.model())
         let a = AgreementDriver.run(real, seed: seed, memory: memory.range, memfd: memfd, steps: 400)
         let b = AgreementDriver.run(modelled, seed: seed, memory: memory.range, memfd: memfd, steps: 400)
         try compare(a, b)
@@ -28,16 +28,16 @@ struct ModelAgreementKernelTests {
 
     @Test(arguments: Array(UInt64(100)...UInt64(105)))
     func rawCommandsAgree(seed: UInt64) throws {
-        let real = try IOMMUFD()
-        let modelled = try IOMMUFD(kernel: Self.model())
+        let real = try IOMMUFDContext()
+        let modelled = try IOMMUFDContext(kernel: Self.model())
         let a = AgreementDriver.raw(real, seed: seed, steps: 1000)
         let b = AgreementDriver.raw(modelled, seed: seed, steps: 1000)
         try compare(a, b)
     }
 
     @Test func fixedProbesAgree() throws {
-        let real = try IOMMUFD()
-        let modelled = try IOMMUFD(kernel: Self.model())
+        let real = try IOMMUFDContext()
+        let modelled = try IOMMUFDContext(kernel: Self.model())
         try compare(AgreementDriver.probes(real), AgreementDriver.probes(modelled))
     }
 
@@ -55,12 +55,12 @@ enum AgreementDriver {
     static let window: UInt64 = 0x100_0000
     static var p: UInt64 { UInt64(page) }
 
-    static func describe<T>(_ fd: borrowing IOMMUFD, _ body: (borrowing IOMMUFD) throws -> T) -> String {
+    static func describe<T>(_ fd: borrowing IOMMUFDContext, _ body: (borrowing IOMMUFDContext) throws -> T) -> String {
         do { return "\(try body(fd))" } catch { return "error \(error)" }
     }
 
     /// Random typed calls; each step's outcome as text.
-    static func run(_ fd: borrowing IOMMUFD, seed: UInt64, memory: HostRange, memfd: CInt, steps: Int) -> [String] {
+    static func run(_ fd: borrowing IOMMUFDContext, seed: UInt64, memory: HostRange, memfd: CInt, steps: Int) -> [String] {
         var rng = SplitMix64(seed: seed)
         var ioas: [IOASID] = []
         var log: [String] = []
@@ -76,14 +76,14 @@ enum AgreementDriver {
             var line = "\(step) "
             switch op {
             case 0, 1:
-                line += "alloc " + describe(fd) { (fd: borrowing IOMMUFD) throws -> IOASID in
+                line += "alloc " + describe(fd) { (fd: borrowing IOMMUFDContext) throws -> IOASID in
                     let id = try fd.allocateIOAS()
                     ioas.append(id)
                     return id
                 }
             case 2:
                 let id = pick()
-                line += "destroy \(id) " + describe(fd) { (fd: borrowing IOMMUFD) throws in
+                line += "destroy \(id) " + describe(fd) { (fd: borrowing IOMMUFDContext) throws in
                     try fd.destroy(id)
                     ioas.removeAll { $0 == id }
                 }
@@ -157,7 +157,7 @@ enum AgreementDriver {
 
     /// Random raw commands: a size header, then 32-bit words from a small set of interesting
     /// values; each step's result and the bytes the call left in the argument.
-    static func raw(_ fd: borrowing IOMMUFD, seed: UInt64, steps: Int) -> [String] {
+    static func raw(_ fd: borrowing IOMMUFDContext, seed: UInt64, steps: Int) -> [String] {
         var rng = SplitMix64(seed: seed)
         let requests: [IoctlRequest] = [.destroy, .ioasAlloc, .ioasAlloc, .ioasAllowIOVAs, .ioasCopy, .ioasIOVARanges, .ioasMap,
                                         .ioasMap, .ioasUnmap, .ioasUnmap, .option, .vfioIOAS, .ioasChangeProcess, .ioasMapFile]
@@ -183,7 +183,7 @@ enum AgreementDriver {
     }
 
     /// Fixed probes: null arguments, table holes, numbers past the table, VFIO compat calls.
-    static func probes(_ fd: borrowing IOMMUFD) -> [String] {
+    static func probes(_ fd: borrowing IOMMUFDContext) -> [String] {
         var log: [String] = []
         var header = [UInt32](repeating: 0, count: 32)
         for request in IoctlRequest.iommufdRequests {

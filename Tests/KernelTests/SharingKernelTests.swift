@@ -6,7 +6,7 @@ import Testing
 @Suite(.serialized, .enabled(if: KernelTier.enabled, "needs /dev/iommu"))
 struct SharingKernelTests {
     @Test func concurrentMapsAndUnmapsThroughOneSharedIOMMUFD() async throws {
-        let shared = SharedIOMMUFD(try IOMMUFD())
+        let shared = SharedIOMMUFDContext(try IOMMUFDContext())
         let ioas = try shared.iommufd.allocateIOAS()
         let workers = 4, perWorker = 64
         let memory = try DMABuffer(length: workers * perWorker * page)

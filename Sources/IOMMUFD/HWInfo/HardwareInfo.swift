@@ -57,7 +57,7 @@ public struct IOMMUHardwareCapabilities: OptionSet, Hashable, Sendable, CustomSt
 
 /// The raw answer of `IOMMU_GET_HW_INFO`: the vendor data as the kernel wrote it, undecoded.
 ///
-/// Decode ``data`` with the `IOMMUCapabilities` module (`HardwareInfoReport`).
+/// Decode ``data`` with the `HostIOMMUCapabilities` module (`HardwareInfoReport`).
 public struct RawHardwareInfo: Hashable, Sendable {
     /// The format of ``data`` (`out_data_type`).
     public var type: HardwareInfoKind
@@ -81,7 +81,7 @@ public struct RawHardwareInfo: Hashable, Sendable {
     }
 }
 
-extension IOMMUFD {
+extension IOMMUFDContext {
     /// The largest vendor-data buffer ``hardwareInfo(of:requesting:capacity:)`` accepts.
     public static let maximumHardwareInfoCapacity = 4096
 

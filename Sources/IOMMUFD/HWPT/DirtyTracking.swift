@@ -23,7 +23,7 @@ public struct DirtyBitmap: Hashable, Sendable {
     }
 }
 
-extension IOMMUFD {
+extension IOMMUFDContext {
     /// Starts or stops dirty tracking on a HWPT allocated with ``HWPTAllocationFlags/dirtyTracking``.
     /// Starting clears any dirty bits the IOMMU set before.
     ///

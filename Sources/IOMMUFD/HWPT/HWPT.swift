@@ -1,6 +1,6 @@
 import CIOMMUFD
 
-extension IOMMUFD {
+extension IOMMUFDContext {
     /// Allocates a paging HWPT: a page table the kernel builds from the mappings of `ioas`,
     /// made for the IOMMU behind `device`.
     ///

@@ -168,7 +168,7 @@ public struct InvalidationOutcome: Hashable, Sendable {
     }
 }
 
-extension IOMMUFD {
+extension IOMMUFDContext {
     /// Invalidates the caches of a nested HWPT after the guest changed its stage-1 table.
     ///
     /// Entries are copied into one stack buffer (heap only for very large arrays) and sent in

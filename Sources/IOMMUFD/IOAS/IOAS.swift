@@ -9,7 +9,7 @@ public struct IOVARanges: Hashable, Sendable {
     public var alignment: UInt64
 }
 
-extension IOMMUFD {
+extension IOMMUFDContext {
     /// Allocates an empty I/O address space.
     ///
     /// The corresponding ioctl is `IOMMU_IOAS_ALLOC`.

@@ -19,7 +19,7 @@ public struct RLimitMode: RawRepresentable, Hashable, Sendable, CustomStringConv
 }
 
 
-extension IOMMUFD {
+extension IOMMUFDContext {
     /// How this iommufd charges pinned memory.
     ///
     /// The corresponding ioctl is `IOMMU_OPTION` (`IOMMU_OPTION_RLIMIT_MODE`, get).

@@ -13,7 +13,7 @@ public struct KernelFeatures: Hashable, Sendable, CustomStringConvertible {
     }
 }
 
-extension IOMMUFD {
+extension IOMMUFDContext {
     /// Whether the kernel knows `request`, without side effects.
     ///
     /// The probe passes an argument whose `size` is 0: a kernel that knows the ioctl refuses the

@@ -4,7 +4,7 @@ public import SystemPackage
 ///
 /// ``LinuxKernel`` makes them for real. Tests and the mirror engine's models supply their own
 /// (a model of iommufd's semantics) to run without `/dev/iommu`. Implementations must be
-/// thread-safe: one ``IOMMUFD`` may be used from many threads at once.
+/// thread-safe: one ``IOMMUFDContext`` may be used from many threads at once.
 public protocol KernelInterface: Sendable {
     /// `open(2)` with `O_CLOEXEC` added.
     func open(_ path: String, flags: CInt) -> Result<CInt, Errno>

@@ -7,7 +7,7 @@ import CIOMMUFD
 /// Page-aligned memory for DMA, owned: unmapped (and its memfd closed) when the owner ends.
 ///
 /// Made with `mmap`, never from Swift arrays (whose storage may move or be shared). A buffer
-/// backed by a memfd can also be mapped by file (``IOMMUFD/mapFile(_:offset:length:into:at:access:)``)
+/// backed by a memfd can also be mapped by file (``IOMMUFDContext/mapFile(_:offset:length:into:at:access:)``)
 /// or handed to another process. Unmap it from every IOAS before it ends: `IOMMU_IOAS_MAP`
 /// records the process address and pins the pages only when a device or HWPT needs them, so a
 /// mapping that outlives its buffer can later pin whatever is mapped at that address then
@@ -90,7 +90,7 @@ public struct DMABuffer: ~Copyable, Sendable {
         if let memfd { _ = Syscalls.close(memfd) }
     }
 
-    /// The buffer as a host range, for ``IOMMUFD/map(_:into:at:access:)``.
+    /// The buffer as a host range, for ``IOMMUFDContext/map(_:into:at:access:)``.
     public var range: HostRange { try! HostRange(base: address, length: UInt64(length)) }
 
     /// Reads or writes the bytes. Do not let the pointer escape the closure; while a device may
@@ -103,7 +103,7 @@ public struct DMABuffer: ~Copyable, Sendable {
     }
 }
 
-extension IOMMUFD {
+extension IOMMUFDContext {
     /// Maps a whole ``DMABuffer`` into `ioas`; see ``map(_:into:at:access:)``.
     ///
     /// The corresponding ioctl is `IOMMU_IOAS_MAP`.

@@ -1,7 +1,7 @@
 import CIOMMUFD
 
 /// A mock device of the kernel's own test IOMMU (`CONFIG_IOMMUFD_TEST`), made by
-/// ``IOMMUFD/addMockDevice(to:flags:)``: a device bound to the iommufd and attached to a page
+/// ``IOMMUFDContext/addMockDevice(to:flags:)``: a device bound to the iommufd and attached to a page
 /// table, whose mock page table the kernel can be asked to check.
 public struct MockDevice: Hashable, Sendable {
     /// The selftest object; destroying it removes the device.
@@ -22,7 +22,7 @@ public struct MockDeviceFlags: OptionSet, Hashable, Sendable {
     public static let pasid = Self(rawValue: CIO_MOCK_FLAGS_DEVICE_PASID)
 }
 
-extension IOMMUFD {
+extension IOMMUFDContext {
     /// Whether this kernel has the test IOMMU (it knows `IOMMU_TEST_CMD`).
     public var hasMockIOMMU: Bool { supports(.testCommand) }
 

@@ -1,7 +1,7 @@
 /// The id of an object inside one iommufd (IOAS, HWPT, device, ...).
 ///
 /// Ids are plain numbers, valid only for the iommufd that made them; closing that iommufd
-/// destroys every object in it. Use ``IOMMUFD/destroy(_:)`` to destroy one earlier.
+/// destroys every object in it. Use ``IOMMUFDContext/destroy(_:)`` to destroy one earlier.
 public protocol IOMMUObjectID: RawRepresentable<UInt32>, Hashable, Sendable, CustomStringConvertible {
     init(rawValue: UInt32)
 }

@@ -48,7 +48,7 @@ public struct VFIODevice: ~Copyable, Sendable {
     ///   (or another open file of the same device) is already bound.
     ///
     /// The corresponding ioctl is `VFIO_DEVICE_BIND_IOMMUFD`.
-    public func bind(to iommufd: borrowing IOMMUFD) throws(IOMMUFDError) -> DeviceID {
+    public func bind(to iommufd: borrowing IOMMUFDContext) throws(IOMMUFDError) -> DeviceID {
         var cmd = makeCommand(cio_vfio_device_bind_iommufd.self)
         cmd.iommufd = iommufd.descriptor
         try ioctl(.vfioDeviceBindIOMMUFD, &cmd, .bind)

@@ -58,7 +58,7 @@ public struct VEvent: Hashable, Sendable {
 }
 
 /// The owner of a vEVENTQ's file descriptor; closed when the owner ends (the queue object
-/// itself lives until ``IOMMUFD/destroy(_:)``).
+/// itself lives until ``IOMMUFDContext/destroy(_:)``).
 public struct VEventQueue: ~Copyable, Sendable {
     public let id: VEventQueueID
     let handle: KernelDescriptor
@@ -72,7 +72,7 @@ public struct VEventQueue: ~Copyable, Sendable {
         self.type = type
     }
 
-    /// Closes the descriptor now. The queue object stays until ``IOMMUFD/destroy(_:)``, which
+    /// Closes the descriptor now. The queue object stays until ``IOMMUFDContext/destroy(_:)``, which
     /// answers `EBUSY` while the descriptor is open.
     public consuming func close() throws(IOMMUFDError) { try handle.close() }
 
@@ -140,7 +140,7 @@ public struct VEventQueue: ~Copyable, Sendable {
     }
 }
 
-extension IOMMUFD {
+extension IOMMUFDContext {
     /// Allocates a vEVENTQ on a vIOMMU: events of `type` the IOMMU reports for the vIOMMU's
     /// devices are queued (at most `depth`, then a lost-events record) and read from its fd.
     ///

@@ -53,7 +53,7 @@ public struct PageResponseCode: RawRepresentable, Hashable, Sendable {
 }
 
 /// The owner of a fault queue's file descriptor, closed when the owner ends (the queue object
-/// lives until ``IOMMUFD/destroy(_:)``). Faults of devices attached to a HWPT allocated with
+/// lives until ``IOMMUFDContext/destroy(_:)``). Faults of devices attached to a HWPT allocated with
 /// this queue are read here and answered with ``respond(cookie:code:)``.
 public struct FaultQueue: ~Copyable, Sendable {
     public let id: FaultQueueID
@@ -66,7 +66,7 @@ public struct FaultQueue: ~Copyable, Sendable {
         self.handle = KernelDescriptor(descriptor, kernel: kernel)
     }
 
-    /// Closes the descriptor now. The queue object stays until ``IOMMUFD/destroy(_:)``, which
+    /// Closes the descriptor now. The queue object stays until ``IOMMUFDContext/destroy(_:)``, which
     /// answers `EBUSY` while the descriptor is open.
     public consuming func close() throws(IOMMUFDError) { try handle.close() }
 
@@ -129,7 +129,7 @@ public struct FaultQueue: ~Copyable, Sendable {
     }
 }
 
-extension IOMMUFD {
+extension IOMMUFDContext {
     /// Allocates a fault queue for I/O page faults; pass its ``FaultQueue/id`` to
     /// ``allocateNestedHWPT(for:parent:data:flags:faultQueue:)-(_,PageTableID,_,_,_)``.
     ///

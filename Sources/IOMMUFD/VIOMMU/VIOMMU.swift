@@ -44,7 +44,7 @@ public struct HWQueueType: RawRepresentable, Hashable, Sendable {
     public static let selftest = Self(rawValue: CIO_IOMMU_HW_QUEUE_TYPE_SELFTEST)
 }
 
-extension IOMMUFD {
+extension IOMMUFDContext {
     /// Allocates a vIOMMU: the per-VM slice of a physical IOMMU behind `device`, on top of a
     /// nesting parent HWPT (the VM's stage 2).
     ///
