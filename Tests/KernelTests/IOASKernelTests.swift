@@ -157,7 +157,7 @@ struct IOASKernelTests {
         try fd.setHugePages(false, in: ioas)
         let hugeAfter = try fd.hugePages(in: ioas)
         #expect(!hugeAfter)
-        expectKernelError(.noSuchFileOrDirectory, .option) { try fd.hugePages(in: IOASID(4242)) }
+        expectKernelError(.noSuchFileOrDirectory, .hugePages) { try fd.hugePages(in: IOASID(4242)) }
     }
 
     @Test func vfioCompatibilityIOAS() throws {

@@ -24,37 +24,39 @@ extension IOMMUFDContext {
     ///
     /// The corresponding ioctl is `IOMMU_OPTION` (`IOMMU_OPTION_RLIMIT_MODE`, get).
     public func rlimitMode() throws(IOMMUFDError) -> RLimitMode {
-        RLimitMode(rawValue: try option(CIO_IOMMU_OPTION_RLIMIT_MODE, object: 0, set: nil))
+        RLimitMode(rawValue: try option(CIO_IOMMU_OPTION_RLIMIT_MODE, object: 0, set: nil, .rlimitMode))
     }
 
     /// Changes how pinned memory is charged; needs `CAP_SYS_RESOURCE` (`EPERM` otherwise).
     ///
     /// The corresponding ioctl is `IOMMU_OPTION` (`IOMMU_OPTION_RLIMIT_MODE`, set).
     public func setRLimitMode(_ mode: RLimitMode) throws(IOMMUFDError) {
-        _ = try option(CIO_IOMMU_OPTION_RLIMIT_MODE, object: 0, set: mode.rawValue)
+        _ = try option(CIO_IOMMU_OPTION_RLIMIT_MODE, object: 0, set: mode.rawValue, .setRLimitMode)
     }
 
     /// Whether `ioas` may combine contiguous pages into huge IOMMU pages (the default).
     ///
     /// The corresponding ioctl is `IOMMU_OPTION` (`IOMMU_OPTION_HUGE_PAGES`, get).
     public func hugePages(in ioas: IOASID) throws(IOMMUFDError) -> Bool {
-        try option(CIO_IOMMU_OPTION_HUGE_PAGES, object: ioas.rawValue, set: nil) != 0
+        try option(CIO_IOMMU_OPTION_HUGE_PAGES, object: ioas.rawValue, set: nil, .hugePages) != 0
     }
 
     /// Allows or forbids huge IOMMU pages in `ioas`; only while nothing is mapped.
     ///
     /// The corresponding ioctl is `IOMMU_OPTION` (`IOMMU_OPTION_HUGE_PAGES`, set).
     public func setHugePages(_ enabled: Bool, in ioas: IOASID) throws(IOMMUFDError) {
-        _ = try option(CIO_IOMMU_OPTION_HUGE_PAGES, object: ioas.rawValue, set: enabled ? 1 : 0)
+        _ = try option(CIO_IOMMU_OPTION_HUGE_PAGES, object: ioas.rawValue, set: enabled ? 1 : 0, .setHugePages)
     }
 
-    private func option(_ id: UInt32, object: UInt32, set value: UInt64?) throws(IOMMUFDError) -> UInt64 {
+    private func option(
+        _ id: UInt32, object: UInt32, set value: UInt64?, _ operation: IOMMUFDError.Operation
+    ) throws(IOMMUFDError) -> UInt64 {
         var cmd = makeCommand(cio_iommu_option.self)
         cmd.option_id = id
         cmd.op = UInt16(value == nil ? CIO_IOMMU_OPTION_OP_GET : CIO_IOMMU_OPTION_OP_SET)
         cmd.object_id = object
         cmd.val64 = value ?? 0
-        try ioctl(.option, &cmd, .option)
+        try ioctl(.option, &cmd, operation)
         return cmd.val64
     }
 
@@ -78,6 +80,6 @@ extension IOMMUFDContext {
         var cmd = makeCommand(cio_iommu_vfio_ioas.self)
         cmd.op = UInt16(ioas == nil ? CIO_IOMMU_VFIO_IOAS_CLEAR : CIO_IOMMU_VFIO_IOAS_SET)
         cmd.ioas_id = ioas?.rawValue ?? 0
-        try ioctl(.vfioIOAS, &cmd, .vfioCompatibility)
+        try ioctl(.vfioIOAS, &cmd, .setVFIOCompatibility)
     }
 }
