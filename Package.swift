@@ -24,16 +24,22 @@ let package = Package(
         .target(name: "CIOMMUFD", path: "CShims"),
         // Address types shared by every layer: IOVA, host and guest-physical addresses.
         .target(name: "IOMMUAddresses", swiftSettings: strict),
+        // The one syscall choke point: every system call of the package goes through the
+        // KernelInterface protocol (LinuxKernel, or a model), and LinuxKernel through Syscalls.
+        .target(
+            name: "SystemCalls",
+            dependencies: ["CIOMMUFD", .product(name: "SystemPackage", package: "swift-system")],
+            swiftSettings: strict),
         // The typed kernel layer: /dev/iommu, IOAS, HWPT, VFIO devices.
         .target(
             name: "IOMMUFD",
-            dependencies: ["CIOMMUFD", "IOMMUAddresses", .product(name: "SystemPackage", package: "swift-system")],
+            dependencies: ["CIOMMUFD", "IOMMUAddresses", "SystemCalls", .product(name: "SystemPackage", package: "swift-system")],
             swiftSettings: strict),
         // IO page-table formats: one walk/map/unmap algorithm, a description per format.
-        .target(name: "IOPageTables", dependencies: ["IOMMUAddresses", "CIOMMUFD"], swiftSettings: strict),
+        .target(name: "IOPageTables", dependencies: ["IOMMUAddresses", "SystemCalls"], swiftSettings: strict),
         // Decoded hardware capabilities (from IOMMU_GET_HW_INFO) and a guest platform's requirements
         // checked against them.
-        .target(name: "IOMMUCapabilities", dependencies: ["IOMMUFD"], swiftSettings: strict),
+        .target(name: "IOMMUCapabilities", dependencies: ["IOMMUFD", "IOPageTables"], swiftSettings: strict),
         // A model of /dev/iommu's IOAS semantics behind KernelInterface, for tests and benchmarks.
         .target(name: "IOMMUFDModel", dependencies: ["IOMMUFD", "CIOMMUFD"], swiftSettings: strict),
         // Drivers for QEMU's emulated test devices (the DMA device of the test VM).
@@ -47,12 +53,16 @@ let package = Package(
         // What several test targets share (a seeded generator).
         .target(name: "TestSupport", path: "Tests/TestSupport", swiftSettings: strict),
         .testTarget(name: "ABITests", dependencies: ["CIOMMUFD"], swiftSettings: strict),
-        .testTarget(name: "IOMMUFDTests", dependencies: ["IOMMUFD", "IOMMUFDModel", "TestSupport"], swiftSettings: strict),
+        .testTarget(name: "IOMMUFDTests", dependencies: ["IOMMUFD", "IOMMUFDModel", "SystemCalls", "TestSupport"], swiftSettings: strict),
         .testTarget(
             name: "KernelTests", dependencies: ["IOMMUFD", "IOMMUCapabilities", "IOMMUFDModel", "QEMUDevices", "TestSupport"],
             swiftSettings: strict),
         .testTarget(name: "IOPageTableTests", dependencies: ["IOPageTables", "TestSupport"], swiftSettings: strict),
         .testTarget(name: "CapabilityTests", dependencies: ["IOMMUCapabilities"], swiftSettings: strict),
+        // Imports every library product in one file: the public names must compose.
+        .testTarget(
+            name: "AllProductsTests", dependencies: ["IOMMUFD", "IOMMUFDModel", "IOMMUCapabilities", "IOPageTables"],
+            swiftSettings: strict),
     ],
     swiftLanguageModes: [.v6]
 )

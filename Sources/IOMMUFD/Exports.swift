@@ -1,2 +1,2 @@
 @_exported public import IOMMUAddresses
-@_exported public import struct SystemPackage.Errno
+@_exported public import SystemCalls

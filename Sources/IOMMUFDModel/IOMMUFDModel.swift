@@ -223,7 +223,8 @@ public final class IOMMUFDModel: KernelInterface, Sendable {
     }
 
     public func close(_ fd: CInt) -> Result<Void, Errno> {
-        state.withLock { $0.close(fd) }
+        if !Self.isModelDescriptor(fd) { return passThrough(fd, "close") { $0.close(fd) } }
+        return state.withLock { $0.close(fd) }
     }
 
     public func ioctl(_ fd: CInt, _ request: IoctlRequest, _ argument: UnsafeMutableRawPointer?) -> Result<CInt, Errno> {
@@ -231,23 +232,33 @@ public final class IOMMUFDModel: KernelInterface, Sendable {
     }
 
     public func pread(_ fd: CInt, into buffer: UnsafeMutableRawBufferPointer, at offset: Int64) -> Result<Int, Errno> {
-        state.withLock { $0.other(fd, "pread", .invalidArgument) }.map { _ in 0 }
+        if !Self.isModelDescriptor(fd) { return passThrough(fd, "pread") { $0.pread(fd, into: buffer, at: offset) } }
+        return state.withLock { $0.other(fd, "pread", .invalidArgument) }.map { _ in 0 }
     }
 
     public func pwrite(_ fd: CInt, from buffer: UnsafeRawBufferPointer, at offset: Int64) -> Result<Int, Errno> {
-        state.withLock { $0.other(fd, "pwrite", .invalidArgument) }.map { _ in 0 }
+        if !Self.isModelDescriptor(fd) { return passThrough(fd, "pwrite") { $0.pwrite(fd, from: buffer, at: offset) } }
+        return state.withLock { $0.other(fd, "pwrite", .invalidArgument) }.map { _ in 0 }
     }
 
     public func read(_ fd: CInt, into buffer: UnsafeMutableRawBufferPointer) -> Result<Int, Errno> {
-        state.withLock { $0.other(fd, "read", .invalidArgument) }.map { _ in 0 }
+        if !Self.isModelDescriptor(fd) { return passThrough(fd, "read") { $0.read(fd, into: buffer) } }
+        return state.withLock { $0.other(fd, "read", .invalidArgument) }.map { _ in 0 }
     }
 
     public func write(_ fd: CInt, from buffer: UnsafeRawBufferPointer) -> Result<Int, Errno> {
-        state.withLock { $0.other(fd, "write", .invalidArgument) }.map { _ in 0 }
+        if !Self.isModelDescriptor(fd) { return passThrough(fd, "write") { $0.write(fd, from: buffer) } }
+        return state.withLock { $0.other(fd, "write", .invalidArgument) }.map { _ in 0 }
     }
 
-    /// An iommufd without hardware queues has nothing to map: `ENXIO`; other files `ENODEV`.
-    public func mmap(_ fd: CInt, length: Int, protection: CInt, offset: Int64) -> Result<UnsafeMutableRawPointer, Errno> {
+    /// Memory and other files map for real; an iommufd without hardware queues has nothing to
+    /// map: `ENXIO`; the model's other files `ENODEV`.
+    public func mmap(
+        length: Int, protection: CInt, flags: CInt, fd: CInt, offset: Int64
+    ) -> Result<UnsafeMutableRawPointer, Errno> {
+        if !Self.isModelDescriptor(fd) {
+            return passThrough(fd, "mmap") { $0.mmap(length: length, protection: protection, flags: flags, fd: fd, offset: offset) }
+        }
         let r: Result<Void, Errno> = state.withLock { s in
             s.other(fd, "mmap", s.contexts[fd] != nil ? Errno(rawValue: Glibc.ENXIO) : .operationNotSupportedByDevice)
         }
@@ -257,11 +268,8 @@ public final class IOMMUFDModel: KernelInterface, Sendable {
         }
     }
 
-    /// The model never maps memory.
+    /// Memory the model handed out came from the real kernel: unmapped for real.
     public func munmap(_ address: UnsafeMutableRawPointer, length: Int) -> Result<Void, Errno> {
-        state.withLock { s in
-            s.record(-1, .other("munmap"), [], .invalidArgument)
-            return .failure(.invalidArgument)
-        }
+        passThrough(-1, "munmap") { $0.munmap(address, length: length) }
     }
 }

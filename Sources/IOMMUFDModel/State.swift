@@ -94,7 +94,8 @@ struct ModelState {
     /// Descriptors of files that are not iommufds, by path.
     var otherFiles: [CInt: String] = [:]
     var otherPaths: Set<String> = []
-    var nextFD: CInt = 65536
+    static let firstDescriptor: CInt = 65536
+    var nextFD: CInt = firstDescriptor
     var trace: [IOMMUFDModel.TraceEntry] = []
     var counts: [IoctlRequest: Int] = [:]
     var injections: [IoctlRequest: [Errno]] = [:]

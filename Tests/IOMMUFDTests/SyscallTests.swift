@@ -1,7 +1,8 @@
 #if canImport(Glibc)
 import Glibc
 #endif
-@testable import IOMMUFD
+@testable import SystemCalls
+import IOMMUFD
 import Testing
 
 /// The one syscall choke point: errno captured at once, EINTR retried, other errors returned.

@@ -50,8 +50,48 @@ struct KernelDescriptor: ~Copyable, Sendable {
     /// Waits up to `milliseconds` for the descriptor to be readable (`poll(2)`); true when it is.
     /// A signal restarts the wait with the whole timeout.
     func waitReadable(milliseconds: Int32, _ operation: IOMMUFDError.Operation) throws(IOMMUFDError) -> Bool {
-        switch Syscalls.poll(rawValue, Int16(POLLIN), milliseconds) {
+        switch kernel.poll(rawValue, events: Int16(POLLIN), timeoutMilliseconds: milliseconds) {
         case .success(let revents): return revents & Int16(POLLIN) != 0
+        case .failure(let e): throw IOMMUFDError(operation, errno: e)
+        }
+    }
+
+    /// `read(2)` into `buffer`: bytes read.
+    func read(into buffer: UnsafeMutableRawBufferPointer, _ operation: IOMMUFDError.Operation) throws(IOMMUFDError) -> Int {
+        switch kernel.read(rawValue, into: buffer) {
+        case .success(let n): return n
+        case .failure(let e): throw IOMMUFDError(operation, errno: e)
+        }
+    }
+
+    /// `write(2)` of `buffer`: bytes written.
+    func write(from buffer: UnsafeRawBufferPointer, _ operation: IOMMUFDError.Operation) throws(IOMMUFDError) -> Int {
+        switch kernel.write(rawValue, from: buffer) {
+        case .success(let n): return n
+        case .failure(let e): throw IOMMUFDError(operation, errno: e)
+        }
+    }
+
+    /// `pread(2)` at `offset`: bytes read.
+    func pread(into buffer: UnsafeMutableRawBufferPointer, at offset: Int64, _ operation: IOMMUFDError.Operation) throws(IOMMUFDError) -> Int {
+        switch kernel.pread(rawValue, into: buffer, at: offset) {
+        case .success(let n): return n
+        case .failure(let e): throw IOMMUFDError(operation, errno: e)
+        }
+    }
+
+    /// `pwrite(2)` at `offset`: bytes written.
+    func pwrite(from buffer: UnsafeRawBufferPointer, at offset: Int64, _ operation: IOMMUFDError.Operation) throws(IOMMUFDError) -> Int {
+        switch kernel.pwrite(rawValue, from: buffer, at: offset) {
+        case .success(let n): return n
+        case .failure(let e): throw IOMMUFDError(operation, errno: e)
+        }
+    }
+
+    /// `mmap(2)` of `length` bytes of this descriptor at `offset`, shared.
+    func mmap(length: Int, protection: CInt, offset: Int64, _ operation: IOMMUFDError.Operation) throws(IOMMUFDError) -> UnsafeMutableRawPointer {
+        switch kernel.mmap(length: length, protection: protection, flags: MAP_SHARED, fd: rawValue, offset: offset) {
+        case .success(let p): return p
         case .failure(let e): throw IOMMUFDError(operation, errno: e)
         }
     }

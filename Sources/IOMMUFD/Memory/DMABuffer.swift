@@ -21,6 +21,8 @@ public struct DMABuffer: ~Copyable, Sendable {
     public let pageSize: PageSize
     /// The memfd backing the memory, or `nil` for anonymous memory.
     public let memfd: CInt?
+    /// Where the buffer's system calls go (its `mmap`, `munmap` and `close` too).
+    let kernel: any KernelInterface
 
     /// Anonymous, private memory.
     ///
@@ -28,14 +30,18 @@ public struct DMABuffer: ~Copyable, Sendable {
     ///   - length: Bytes; a positive multiple of the page size.
     ///   - hugePages: A huge page size to back it with (`MAP_HUGETLB`), or `nil`.
     ///   - populate: Fault every page in now (`MAP_POPULATE`) instead of on first touch.
-    /// - Throws: ``IOMMUFDError`` with operation `allocateBuffer`: before `mmap` for a bad
-    ///   length, or the `errno` of `mmap` (`ENOMEM` when no huge pages are reserved).
-    public init(length: Int, hugePages: PageSize? = nil, populate: Bool = false) throws(IOMMUFDError) {
+    ///   - kernel: Where the system calls go.
+    /// - Throws: ``IOMMUFDError`` with operation `allocateBuffer`: before `mmap` for a length
+    ///   that is not a positive multiple of the page (`EINVAL`, as `mmap` answers), or the
+    ///   `errno` of `mmap` (`ENOMEM` when no huge pages are reserved).
+    public init(
+        length: Int, hugePages: PageSize? = nil, populate: Bool = false, kernel: any KernelInterface = LinuxKernel()
+    ) throws(IOMMUFDError) {
         let page = try Self.checkLength(length, hugePages)
         var flags = MAP_PRIVATE | MAP_ANONYMOUS | (populate ? MAP_POPULATE : 0)
         if let hugePages { flags |= MAP_HUGETLB | (CInt(hugePages.shift) << MAP_HUGE_SHIFT) }
-        switch Syscalls.mmap(length, PROT_READ | PROT_WRITE, flags, -1, 0) {
-        case .success(let p): self.init(address: HostAddress(p), length: length, pageSize: page, memfd: nil)
+        switch kernel.mmap(length: length, protection: PROT_READ | PROT_WRITE, flags: flags, fd: -1, offset: 0) {
+        case .success(let p): self.init(address: HostAddress(p), length: length, pageSize: page, memfd: nil, kernel: kernel)
         case .failure(let e): throw IOMMUFDError(.allocateBuffer, reason: .kernel(e))
         }
     }
@@ -46,7 +52,11 @@ public struct DMABuffer: ~Copyable, Sendable {
     ///   - length: Bytes; a positive multiple of the page size.
     ///   - name: The memfd's name, shown in `/proc/PID/fd`.
     ///   - hugePages: A huge page size (`MFD_HUGETLB`), or `nil`.
-    public init(memfdLength length: Int, name: String = "swift-iommufd", hugePages: PageSize? = nil) throws(IOMMUFDError) {
+    ///   - kernel: Where the system calls go.
+    public init(
+        memfdLength length: Int, name: String = "swift-iommufd", hugePages: PageSize? = nil,
+        kernel: any KernelInterface = LinuxKernel()
+    ) throws(IOMMUFDError) {
         let page = try Self.checkLength(length, hugePages)
         var mfdFlags = UInt32(MFD_CLOEXEC)
         if let hugePages {
@@ -54,27 +64,28 @@ public struct DMABuffer: ~Copyable, Sendable {
             mfdFlags |= UInt32(MFD_HUGETLB) | encodedSize
         }
         let fd: CInt
-        switch Syscalls.memfdCreate(name, mfdFlags) {
+        switch kernel.memfdCreate(name, flags: mfdFlags) {
         case .success(let f): fd = f
         case .failure(let e): throw IOMMUFDError(.allocateBuffer, reason: .kernel(e))
         }
-        if case .failure(let e) = Syscalls.ftruncate(fd, Int64(length)) {
-            _ = Syscalls.close(fd)
+        if case .failure(let e) = kernel.ftruncate(fd, length: Int64(length)) {
+            _ = kernel.close(fd)
             throw IOMMUFDError(.allocateBuffer, reason: .kernel(e))
         }
-        switch Syscalls.mmap(length, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0) {
-        case .success(let p): self.init(address: HostAddress(p), length: length, pageSize: page, memfd: fd)
+        switch kernel.mmap(length: length, protection: PROT_READ | PROT_WRITE, flags: MAP_SHARED, fd: fd, offset: 0) {
+        case .success(let p): self.init(address: HostAddress(p), length: length, pageSize: page, memfd: fd, kernel: kernel)
         case .failure(let e):
-            _ = Syscalls.close(fd)
+            _ = kernel.close(fd)
             throw IOMMUFDError(.allocateBuffer, reason: .kernel(e))
         }
     }
 
-    private init(address: HostAddress, length: Int, pageSize: PageSize, memfd: CInt?) {
+    private init(address: HostAddress, length: Int, pageSize: PageSize, memfd: CInt?, kernel: any KernelInterface) {
         self.address = address
         self.length = length
         self.pageSize = pageSize
         self.memfd = memfd
+        self.kernel = kernel
     }
 
     private static func checkLength(_ length: Int, _ hugePages: PageSize?) throws(IOMMUFDError) -> PageSize {
@@ -86,8 +97,8 @@ public struct DMABuffer: ~Copyable, Sendable {
     }
 
     deinit {
-        _ = Syscalls.munmap(address.unsafePointer!, length)
-        if let memfd { _ = Syscalls.close(memfd) }
+        _ = kernel.munmap(address.unsafePointer!, length: length)
+        if let memfd { _ = kernel.close(memfd) }
     }
 
     /// The buffer as a host range, for ``IOMMUFDContext/map(_:into:at:access:)``.

@@ -48,37 +48,38 @@ public struct PCIAddress: Hashable, Sendable, CustomStringConvertible, LosslessS
     /// The VFIO cdev of this function (`/dev/vfio/devices/vfioN`), from sysfs.
     /// - Throws: ``IOMMUFDError`` with operation `sysfs` when the function is not bound to a VFIO
     ///   driver with cdev support.
-    public func vfioDevicePath() throws(IOMMUFDError) -> String {
+    public func vfioDevicePath(kernel: any KernelInterface = LinuxKernel()) throws(IOMMUFDError) -> String {
         let dir = sysfsPath + "/vfio-dev"
-        guard let entries = Sysfs.list(dir), let name = entries.first(where: { $0.hasPrefix("vfio") }) else {
+        guard let entries = Sysfs.list(dir, kernel), let name = entries.first(where: { $0.hasPrefix("vfio") }) else {
             throw IOMMUFDError(.sysfs, reason: .invalidArgument("\(self) has no VFIO cdev (\(dir)); is it bound to vfio-pci?"))
         }
         return "/dev/vfio/devices/" + name
     }
 
     /// The NUMA node sysfs reports for the function, or `nil` when it has none (`-1`).
-    public func numaNode() -> Int? {
-        guard let text = Sysfs.read(sysfsPath + "/numa_node"), let n = Int(text), n >= 0 else { return nil }
+    public func numaNode(kernel: any KernelInterface = LinuxKernel()) -> Int? {
+        guard let text = Sysfs.read(sysfsPath + "/numa_node", kernel), let n = Int(text), n >= 0 else { return nil }
         return n
     }
 
     /// Vendor and device id from sysfs.
-    public func ids() -> (vendor: UInt16, device: UInt16)? {
-        guard let v = Sysfs.read(sysfsPath + "/vendor").flatMap({ UInt16($0.dropFirst(2), radix: 16) }),
-              let d = Sysfs.read(sysfsPath + "/device").flatMap({ UInt16($0.dropFirst(2), radix: 16) })
+    public func ids(kernel: any KernelInterface = LinuxKernel()) -> (vendor: UInt16, device: UInt16)? {
+        guard let v = Sysfs.read(sysfsPath + "/vendor", kernel).flatMap({ UInt16($0.dropFirst(2), radix: 16) }),
+              let d = Sysfs.read(sysfsPath + "/device", kernel).flatMap({ UInt16($0.dropFirst(2), radix: 16) })
         else { return nil }
         return (v, d)
     }
 
     /// The driver the function is bound to now, if any.
-    public func driver() -> String? {
-        Syscalls.readlink(sysfsPath + "/driver").flatMap { $0.split(separator: "/").last.map(String.init) }
+    public func driver(kernel: any KernelInterface = LinuxKernel()) -> String? {
+        guard case .success(let target) = kernel.readlink(sysfsPath + "/driver") else { return nil }
+        return target.split(separator: "/").last.map(String.init)
     }
 
     /// Every PCI function with the given vendor and device id, in address order.
-    public static func all(vendor: UInt16, device: UInt16) -> [PCIAddress] {
-        (Sysfs.list("/sys/bus/pci/devices") ?? []).compactMap(PCIAddress.init)
-            .filter { $0.ids().map { $0.vendor == vendor && $0.device == device } ?? false }
+    public static func all(vendor: UInt16, device: UInt16, kernel: any KernelInterface = LinuxKernel()) -> [PCIAddress] {
+        (Sysfs.list("/sys/bus/pci/devices", kernel) ?? []).compactMap(PCIAddress.init)
+            .filter { $0.ids(kernel: kernel).map { $0.vendor == vendor && $0.device == device } ?? false }
             .sorted { ($0.domain, $0.bus, $0.device, $0.function) < ($1.domain, $1.bus, $1.device, $1.function) }
     }
 }
@@ -91,17 +92,19 @@ public struct VFIOPCIBinding: ~Copyable {
     public let address: PCIAddress
     /// The driver the function had before, restored at the end.
     public let previousDriver: String?
+    private let kernel: any KernelInterface
 
     /// - Throws: ``IOMMUFDError`` with operation `sysfs` and the `errno` of the failing write.
-    public init(_ address: PCIAddress) throws(IOMMUFDError) {
+    public init(_ address: PCIAddress, kernel: any KernelInterface = LinuxKernel()) throws(IOMMUFDError) {
         self.address = address
-        self.previousDriver = address.driver()
+        self.kernel = kernel
+        self.previousDriver = address.driver(kernel: kernel)
         if previousDriver == "vfio-pci" { return }
         let base = address.sysfsPath
-        try Sysfs.write(base + "/driver_override", "vfio-pci")
-        if previousDriver != nil { try Sysfs.write(base + "/driver/unbind", address.description) }
-        try Sysfs.write("/sys/bus/pci/drivers_probe", address.description)
-        guard address.driver() == "vfio-pci" else {
+        try Sysfs.write(base + "/driver_override", "vfio-pci", kernel)
+        if previousDriver != nil { try Sysfs.write(base + "/driver/unbind", address.description, kernel) }
+        try Sysfs.write("/sys/bus/pci/drivers_probe", address.description, kernel)
+        guard address.driver(kernel: kernel) == "vfio-pci" else {
             throw IOMMUFDError(.sysfs, reason: .unexpectedResult("\(address) did not bind to vfio-pci"))
         }
     }
@@ -109,35 +112,26 @@ public struct VFIOPCIBinding: ~Copyable {
     deinit {
         guard previousDriver != "vfio-pci" else { return }
         let base = address.sysfsPath
-        try? Sysfs.write(base + "/driver/unbind", address.description)
-        try? Sysfs.write(base + "/driver_override", "\n")
-        if previousDriver != nil { try? Sysfs.write("/sys/bus/pci/drivers_probe", address.description) }
+        try? Sysfs.write(base + "/driver/unbind", address.description, kernel)
+        try? Sysfs.write(base + "/driver_override", "\n", kernel)
+        if previousDriver != nil { try? Sysfs.write("/sys/bus/pci/drivers_probe", address.description, kernel) }
     }
 }
 
-/// Small sysfs reads and writes through the package's syscall choke point.
+/// Small sysfs reads and writes, through a ``KernelInterface`` like every other system call.
 enum Sysfs {
-    static func read(_ path: String) -> String? {
-        guard case .success(let fd) = Syscalls.open(path, O_RDONLY) else { return nil }
-        defer { _ = Syscalls.close(fd) }
-        var bytes = [UInt8](repeating: 0, count: 4096)
-        guard case .success(let n) = bytes.withUnsafeMutableBytes({ Syscalls.read(fd, $0) }) else { return nil }
-        return String(decoding: bytes[..<n], as: UTF8.self).trimmingCharacters()
+    static func read(_ path: String, _ kernel: any KernelInterface) -> String? {
+        guard case .success(let text) = kernel.readTextFile(path) else { return nil }
+        return text.trimmingCharacters()
     }
 
-    static func write(_ path: String, _ value: String) throws(IOMMUFDError) {
-        let fd: CInt
-        switch Syscalls.open(path, O_WRONLY) {
-        case .success(let f): fd = f
-        case .failure(let e): throw IOMMUFDError(.sysfs, errno: e)
-        }
-        defer { _ = Syscalls.close(fd) }
-        var text = value
-        let r = text.withUTF8 { Syscalls.write(fd, UnsafeRawBufferPointer($0)) }
-        if case .failure(let e) = r { throw IOMMUFDError(.sysfs, errno: e) }
+    static func write(_ path: String, _ value: String, _ kernel: any KernelInterface) throws(IOMMUFDError) {
+        if case .failure(let e) = kernel.writeTextFile(path, value) { throw IOMMUFDError(.sysfs, errno: e) }
     }
 
-    static func list(_ path: String) -> [String]? { Syscalls.listDirectory(path) }
+    static func list(_ path: String, _ kernel: any KernelInterface) -> [String]? {
+        if case .success(let names) = kernel.listDirectory(path) { names } else { nil }
+    }
 }
 
 extension String {

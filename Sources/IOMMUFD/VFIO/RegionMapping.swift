@@ -23,14 +23,10 @@ public struct RegionMapping: ~Copyable, Sendable {
         var protection: CInt = 0
         if region.flags.contains(.readable) { protection |= PROT_READ }
         if region.flags.contains(.writeable) { protection |= PROT_WRITE }
-        switch device.kernel.mmap(device.descriptor, length: length, protection: protection, offset: offset) {
-        case .success(let p):
-            self.address = HostAddress(p)
-            self.length = length
-            self.kernel = device.kernel
-        case .failure(let e):
-            throw IOMMUFDError(.mapRegion, errno: e)
-        }
+        let p = try device.handle.mmap(length: length, protection: protection, offset: offset, .mapRegion)
+        self.address = HostAddress(p)
+        self.length = length
+        self.kernel = device.kernel
     }
 
     deinit { _ = kernel.munmap(address.unsafePointer!, length: length) }
@@ -79,10 +75,11 @@ public struct EventFD: ~Copyable, Sendable {
     let handle: KernelDescriptor
     public var descriptor: CInt { handle.rawValue }
 
+    /// A new nonblocking counter at 0 (`eventfd(2)` through `kernel`).
     /// - Throws: ``IOMMUFDError`` with operation `eventfd`.
-    public init() throws(IOMMUFDError) {
-        switch Syscalls.eventfd(0, CInt(EFD_CLOEXEC | EFD_NONBLOCK)) {
-        case .success(let fd): handle = KernelDescriptor(fd, kernel: LinuxKernel())
+    public init(kernel: any KernelInterface = LinuxKernel()) throws(IOMMUFDError) {
+        switch kernel.eventfd(initialValue: 0, flags: CInt(EFD_CLOEXEC | EFD_NONBLOCK)) {
+        case .success(let fd): handle = KernelDescriptor(fd, kernel: kernel)
         case .failure(let e): throw IOMMUFDError(.eventfd, errno: e)
         }
     }
@@ -92,8 +89,10 @@ public struct EventFD: ~Copyable, Sendable {
     public func wait(milliseconds: Int32) throws(IOMMUFDError) -> UInt64 {
         guard try handle.waitReadable(milliseconds: milliseconds, .eventfd) else { return 0 }
         var value: UInt64 = 0
-        let r = withUnsafeMutableBytes(of: &value) { handle.kernel.read(descriptor, into: $0) }
-        if case .failure(let e) = r { throw IOMMUFDError(.eventfd, errno: e) }
+        let n = try withUnsafeMutableBytes(of: &value) { b throws(IOMMUFDError) in try handle.read(into: b, .eventfd) }
+        guard n == MemoryLayout<UInt64>.size else {
+            throw IOMMUFDError(.eventfd, reason: .unexpectedResult("read \(n) of 8 bytes"))
+        }
         return value
     }
 }

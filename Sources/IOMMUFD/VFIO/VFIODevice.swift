@@ -33,7 +33,7 @@ public struct VFIODevice: ~Copyable, Sendable {
     /// Opens the VFIO cdev of a PCI device bound to a VFIO driver, found through sysfs
     /// (`/sys/bus/pci/devices/BDF/vfio-dev/vfioN`).
     public init(pciAddress: PCIAddress, kernel: any KernelInterface = LinuxKernel()) throws(IOMMUFDError) {
-        try self.init(path: try pciAddress.vfioDevicePath(), kernel: kernel)
+        try self.init(path: try pciAddress.vfioDevicePath(kernel: kernel), kernel: kernel)
     }
 
     /// Closes the device file, which also unbinds it from its iommufd.
@@ -124,9 +124,7 @@ public struct VFIODevice: ~Copyable, Sendable {
             head.argsz = UInt32(size)
             head.index = index.rawValue
             buffer.storeBytes(of: head, as: cio_vfio_region_info.self)
-            if case .failure(let e) = kernel.ioctl(descriptor, .vfioDeviceGetRegionInfo, buffer.baseAddress) {
-                throw IOMMUFDError(.regionInfo, request: .vfioDeviceGetRegionInfo, errno: e)
-            }
+            try handle.ioctl(.vfioDeviceGetRegionInfo, buffer: buffer.baseAddress, .regionInfo).get()
             let out = buffer.load(as: cio_vfio_region_info.self)
             if Int(out.argsz) > size {
                 size = Int(out.argsz)
@@ -216,9 +214,7 @@ public struct VFIODevice: ~Copyable, Sendable {
             for (i, fd) in eventfds.enumerated() {
                 buffer.storeBytes(of: Int32(fd), toByteOffset: header + i * 4, as: Int32.self)
             }
-            if case .failure(let e) = kernel.ioctl(descriptor, .vfioDeviceSetIRQs, buffer.baseAddress) {
-                throw IOMMUFDError(.setIRQs, request: .vfioDeviceSetIRQs, errno: e)
-            }
+            try handle.ioctl(.vfioDeviceSetIRQs, buffer: buffer.baseAddress, .setIRQs).get()
         }
     }
 
@@ -226,9 +222,7 @@ public struct VFIODevice: ~Copyable, Sendable {
     ///
     /// The corresponding ioctl is `VFIO_DEVICE_RESET`.
     public func reset() throws(IOMMUFDError) {
-        if case .failure(let e) = kernel.ioctl(descriptor, .vfioDeviceReset, nil) {
-            throw IOMMUFDError(.reset, request: .vfioDeviceReset, errno: e)
-        }
+        try handle.ioctl(.vfioDeviceReset, buffer: nil, .reset).get()
     }
 
     // MARK: Register access
@@ -236,22 +230,18 @@ public struct VFIODevice: ~Copyable, Sendable {
     /// Reads bytes of a region at `offset` (config space, a BAR), as the device answers them.
     public func read(region: borrowing VFIORegionInfo, offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws(IOMMUFDError) {
         let position = try checkAccess(region, offset, buffer.count, .readable)
-        switch kernel.pread(descriptor, into: buffer, at: position) {
-        case .success(let n) where n == buffer.count: return
-        case .success(let n):
+        let n = try handle.pread(into: buffer, at: position, .regionAccess)
+        guard n == buffer.count else {
             throw IOMMUFDError(.regionAccess, reason: .unexpectedResult("read \(n) of \(buffer.count) bytes"))
-        case .failure(let e): throw IOMMUFDError(.regionAccess, errno: e)
         }
     }
 
     /// Writes bytes to a region at `offset`.
     public func write(region: borrowing VFIORegionInfo, offset: UInt64, from buffer: UnsafeRawBufferPointer) throws(IOMMUFDError) {
         let position = try checkAccess(region, offset, buffer.count, .writeable)
-        switch kernel.pwrite(descriptor, from: buffer, at: position) {
-        case .success(let n) where n == buffer.count: return
-        case .success(let n):
+        let n = try handle.pwrite(from: buffer, at: position, .regionAccess)
+        guard n == buffer.count else {
             throw IOMMUFDError(.regionAccess, reason: .unexpectedResult("wrote \(n) of \(buffer.count) bytes"))
-        case .failure(let e): throw IOMMUFDError(.regionAccess, errno: e)
         }
     }
 

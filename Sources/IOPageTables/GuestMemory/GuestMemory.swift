@@ -1,7 +1,4 @@
-#if canImport(Glibc)
-import Glibc
-#endif
-import CIOMMUFD
+public import SystemCalls
 
 /// Read access to guest-physical memory, the only way the walker sees a guest's tables.
 ///
@@ -180,53 +177,56 @@ public struct MutableGuestMemoryBuffer: WritableGuestMemory, @unchecked Sendable
     }
 }
 
-#if canImport(Glibc)
 /// Guest memory in a memfd, mapped read-only into this process; unmapped and closed on deinit.
 ///
-/// Create it empty (``init(name:length:)``) and fill it with ``write(_:at:)`` (pwrite), or adopt
-/// an existing guest-memory fd (``init(adopting:offset:length:)``). ``region`` places it in
-/// guest-physical space for a ``GuestMemoryView``. The corresponding C functions are
-/// `memfd_create(2)`, `ftruncate(2)`, `mmap(2)` and `pwrite(2)`.
+/// Create it empty (``init(name:length:kernel:)``) and fill it with ``write(_:at:)`` (pwrite), or
+/// adopt an existing guest-memory fd (``init(adopting:offset:length:kernel:)``). ``region(at:)``
+/// places it in guest-physical space for a ``GuestMemoryView``. Every system call goes through
+/// `kernel` (the package's choke point). The corresponding C functions are `memfd_create(2)`,
+/// `ftruncate(2)`, `mmap(2)` and `pwrite(2)`.
 public final class MemfdGuestMemory: @unchecked Sendable {
     /// The memfd (owned: closed on deinit).
     public let fileDescriptor: Int32
     public let length: Int
     private let mapping: UnsafeMutableRawPointer
+    private let kernel: any KernelInterface
 
     /// A new zero-filled memfd of `length` bytes, mapped read-only.
     /// - Throws: ``GuestMemoryError/systemCall(_:errno:)`` naming the failing call.
-    public convenience init(name: String, length: Int) throws(GuestMemoryError) {
-        let fd = cio_memfd_create(name, UInt32(MFD_CLOEXEC))
-        guard fd >= 0 else { throw .systemCall("memfd_create", errno: errno) }
-        guard ftruncate(fd, off_t(length)) == 0 else {
-            let e = errno
-            close(fd)
-            throw .systemCall("ftruncate", errno: e)
+    public convenience init(name: String, length: Int, kernel: any KernelInterface = LinuxKernel()) throws(GuestMemoryError) {
+        let fd: CInt
+        switch kernel.memfdCreate(name, flags: 1 /* MFD_CLOEXEC */) {
+        case .success(let f): fd = f
+        case .failure(let e): throw .systemCall("memfd_create", errno: e.rawValue)
         }
-        try self.init(adopting: fd, offset: 0, length: length)
+        if case .failure(let e) = kernel.ftruncate(fd, length: Int64(length)) {
+            _ = kernel.close(fd)
+            throw .systemCall("ftruncate", errno: e.rawValue)
+        }
+        try self.init(adopting: fd, offset: 0, length: length, kernel: kernel)
     }
 
     /// Maps `length` bytes of `fd` from `offset` read-only and takes ownership of `fd`
     /// (closed on deinit, also when this throws).
-    public init(adopting fd: Int32, offset: Int, length: Int) throws(GuestMemoryError) {
+    public init(adopting fd: Int32, offset: Int, length: Int, kernel: any KernelInterface = LinuxKernel()) throws(GuestMemoryError) {
         guard length > 0 else {
-            close(fd)
+            _ = kernel.close(fd)
             throw .invalidRegion(base: GuestPhysicalAddress(0), length: length)
         }
-        let p = mmap(nil, length, PROT_READ, MAP_SHARED, fd, off_t(offset))
-        guard let p, p != MAP_FAILED else {
-            let e = errno
-            close(fd)
-            throw .systemCall("mmap", errno: e)
+        switch kernel.mmap(length: length, protection: 1 /* PROT_READ */, flags: 1 /* MAP_SHARED */, fd: fd, offset: Int64(offset)) {
+        case .success(let p): mapping = p
+        case .failure(let e):
+            _ = kernel.close(fd)
+            throw .systemCall("mmap", errno: e.rawValue)
         }
         self.fileDescriptor = fd
         self.length = length
-        self.mapping = p
+        self.kernel = kernel
     }
 
     deinit {
-        munmap(mapping, length)
-        close(fileDescriptor)
+        _ = kernel.munmap(mapping, length: length)
+        _ = kernel.close(fileDescriptor)
     }
 
     /// Writes `bytes` at byte `offset` of the memfd (visible through the read-only mapping).
@@ -236,12 +236,11 @@ public final class MemfdGuestMemory: @unchecked Sendable {
         }
         var done = 0
         while done < bytes.count {
-            let n = pwrite(fileDescriptor, bytes.baseAddress! + done, bytes.count - done, off_t(offset + done))
-            if n < 0 {
-                if errno == EINTR { continue }
-                throw .systemCall("pwrite", errno: errno)
+            let rest = UnsafeRawBufferPointer(rebasing: bytes[done...])
+            switch kernel.pwrite(fileDescriptor, from: rest, at: Int64(offset + done)) {
+            case .success(let n): done += n
+            case .failure(let e): throw .systemCall("pwrite", errno: e.rawValue)
             }
-            done += n
         }
     }
 
@@ -250,4 +249,3 @@ public final class MemfdGuestMemory: @unchecked Sendable {
         try GuestMemoryRegion(base: base, pointer: UnsafeRawPointer(mapping), length: length, owner: self)
     }
 }
-#endif

@@ -5,7 +5,8 @@ import CIOMMUFD
 import SystemPackage
 
 /// The only place this package calls libc. Each call captures `errno` at once and retries
-/// `EINTR`; everything above sees `Result<_, Errno>`.
+/// `EINTR`; everything above sees `Result<_, Errno>`. Only ``LinuxKernel`` calls it: the rest of
+/// the package reaches the kernel through a ``KernelInterface``.
 enum Syscalls {
     @inline(__always)
     static func retrying<R: FixedWidthInteger>(_ body: () -> R) -> Result<R, Errno> {
@@ -76,17 +77,17 @@ enum Syscalls {
         return retrying { Glibc.poll(&p, 1, timeoutMilliseconds) }.map { $0 == 0 ? 0 : p.revents }
     }
 
-    static func readlink(_ path: String) -> String? {
+    static func readlink(_ path: String) -> Result<String, Errno> {
         var buffer = [UInt8](repeating: 0, count: 4096)
-        let n = buffer.withUnsafeMutableBufferPointer { b in
-            b.withMemoryRebound(to: CChar.self) { Glibc.readlink(path, $0.baseAddress!, $0.count - 1) }
+        let r = buffer.withUnsafeMutableBufferPointer { b in
+            b.withMemoryRebound(to: CChar.self) { p in retrying { Glibc.readlink(path, p.baseAddress!, p.count - 1) } }
         }
-        return n > 0 ? String(decoding: buffer[..<n], as: UTF8.self) : nil
+        return r.map { String(decoding: buffer[..<$0], as: UTF8.self) }
     }
 
-    /// The names in a directory, sorted, without `.` and `..`; `nil` when it cannot be opened.
-    static func listDirectory(_ path: String) -> [String]? {
-        guard let dir = opendir(path) else { return nil }
+    /// The names in a directory, sorted, without `.` and `..`.
+    static func listDirectory(_ path: String) -> Result<[String], Errno> {
+        guard let dir = opendir(path) else { return .failure(Errno(rawValue: Glibc.errno)) }
         defer { closedir(dir) }
         var names: [String] = []
         while let entry = readdir(dir) {
@@ -95,6 +96,6 @@ enum Syscalls {
             }
             if name != "." && name != ".." { names.append(name) }
         }
-        return names.sorted()
+        return .success(names.sorted())
     }
 }
