@@ -55,7 +55,7 @@ let package = Package(
         .testTarget(name: "ABITests", dependencies: ["CIOMMUFD"], swiftSettings: strict),
         .testTarget(name: "IOMMUFDTests", dependencies: ["IOMMUFD", "IOMMUFDModel", "SystemCalls", "TestSupport"], swiftSettings: strict),
         .testTarget(
-            name: "KernelTests", dependencies: ["IOMMUFD", "IOMMUCapabilities", "IOMMUFDModel", "QEMUDevices", "TestSupport"],
+            name: "KernelTests", dependencies: ["CIOMMUFD", "IOMMUFD", "IOMMUCapabilities", "IOMMUFDModel", "QEMUDevices", "TestSupport"],
             swiftSettings: strict),
         .testTarget(name: "IOPageTableTests", dependencies: ["IOPageTables", "TestSupport"], swiftSettings: strict),
         .testTarget(name: "CapabilityTests", dependencies: ["IOMMUCapabilities"], swiftSettings: strict),

@@ -151,12 +151,12 @@ extension EduKernelTests {
             // Bad ids: the kernel's answers.
             expectKernelError(.invalidArgument, .allocateHWPT) { try fd.allocateHWPT(for: edu.device, in: IOASID(0xffff_ff00)) }
             expectKernelError(.noSuchFileOrDirectory, .allocateHWPT) { try fd.allocateHWPT(for: DeviceID(0xffff_ff00), in: ioas) }
-            // Empty raw data is refused before the call.
+            // Empty raw data is refused before the call, with the kernel's EINVAL.
             do {
                 _ = try fd.allocateHWPT(for: edu.device, in: ioas, data: .raw(type: .intelVTdStage1, bytes: []))
                 Issue.record("empty raw data accepted")
             } catch {
-                #expect(error.errno == nil)
+                #expect(error.errno == .invalidArgument && error.isRefusedBeforeCall)
             }
             try fd.destroy(plain)
         }

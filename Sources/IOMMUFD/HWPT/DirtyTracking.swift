@@ -47,20 +47,21 @@ extension IOMMUFDContext {
     /// - Parameters:
     ///   - bitmap: At least `ceil(pages / 64)` 8-byte words, 8-byte aligned.
     ///   - clear: Clear the bits read (`false` sets `IOMMU_HWPT_GET_DIRTY_BITMAP_NO_CLEAR`).
-    /// - Throws: ``IOMMUFDError`` before the call when `range` is not `pageSize`-aligned or
-    ///   the buffer is small or misaligned; from the kernel `EINVAL` when the range is not
-    ///   aligned to the IOAS's IOVA alignment, `ENOENT` for an unknown HWPT.
+    /// - Throws: ``IOMMUFDError`` before the call only when `bitmap` is smaller than the whole
+    ///   64-bit words the kernel writes for `range` (`EINVAL`; the kernel cannot know the
+    ///   buffer's size, so this guards memory); from the kernel `ENOENT` for an unknown HWPT,
+    ///   `EINVAL` when the range is not aligned to `pageSize` or the IOAS's alignment,
+    ///   `EOVERFLOW` past 2^64. The buffer needs no particular alignment.
     ///
     /// The corresponding ioctl is `IOMMU_HWPT_GET_DIRTY_BITMAP`.
     public func dirtyBitmap(
         of hwpt: HWPTID, range: IOVARange, pageSize: PageSize, clear: Bool = true,
         into bitmap: UnsafeMutableRawBufferPointer
     ) throws(IOMMUFDError) {
-        let pages = try Self.dirtyPageCount(range, pageSize)
-        let need = (pages + 63) / 64 * 8
-        guard let base = bitmap.baseAddress, bitmap.count >= need, UInt(bitPattern: base) % 8 == 0 else {
+        let need = Self.dirtyBitmapBytes(range, pageSize)
+        guard let base = bitmap.baseAddress, UInt64(bitmap.count) >= need else {
             throw IOMMUFDError(.dirtyBitmap, request: .hwptGetDirtyBitmap,
-                               reason: .invalidArgument("the bitmap needs \(need) bytes, 8-byte aligned; got \(bitmap.count)"))
+                               reason: .invalidArgument("the bitmap of \(range) in \(pageSize) pages needs \(need) bytes; got \(bitmap.count)"))
         }
         var cmd = makeCommand(cio_iommu_hwpt_get_dirty_bitmap.self)
         cmd.hwpt_id = hwpt.rawValue
@@ -79,27 +80,27 @@ extension IOMMUFDContext {
     public func dirtyBitmap(
         of hwpt: HWPTID, range: IOVARange, pageSize: PageSize, clear: Bool = true
     ) throws(IOMMUFDError) -> DirtyBitmap {
-        let pages = try Self.dirtyPageCount(range, pageSize)
-        var words = [UInt64](repeating: 0, count: (pages + 63) / 64)
+        let bytes = Self.dirtyBitmapBytes(range, pageSize)
+        guard bytes <= UInt64(Self.maximumBitmapBytes) else {
+            throw IOMMUFDError(.dirtyBitmap, request: .hwptGetDirtyBitmap,
+                               reason: .invalidArgument("a bitmap of \(bytes) bytes is more than this call allocates (\(Self.maximumBitmapBytes)); pass a buffer", errno: .noMemory))
+        }
+        var words = [UInt64](repeating: 0, count: Int(bytes / 8))
         try words.withUnsafeMutableBytes { b in
             Result { () throws(IOMMUFDError) in try dirtyBitmap(of: hwpt, range: range, pageSize: pageSize, clear: clear, into: b) }
         }.get()
         return DirtyBitmap(range: range, pageSize: pageSize, words: words)
     }
 
-    /// Pages of `pageSize` in `range`, checking alignment and a sane size (2^31 pages).
-    static func dirtyPageCount(_ range: IOVARange, _ pageSize: PageSize) throws(IOMMUFDError) -> Int {
-        let mask = pageSize.bytes - 1
-        guard let length = range.length, range.first.rawValue & mask == 0, length & mask == 0 else {
-            throw IOMMUFDError(.dirtyBitmap, request: .hwptGetDirtyBitmap,
-                               reason: .invalidRange(.misaligned(base: range.first.rawValue, length: range.length ?? 0,
-                                                                 alignment: pageSize.bytes)))
-        }
-        let pages = length >> UInt64(pageSize.shift)
-        guard pages <= 1 << 31 else {
-            throw IOMMUFDError(.dirtyBitmap, request: .hwptGetDirtyBitmap,
-                               reason: .invalidArgument("\(pages) pages is more than one bitmap call should cover"))
-        }
-        return Int(pages)
+    /// The largest bitmap ``dirtyBitmap(of:range:pageSize:clear:)`` allocates: 256 MiB, the
+    /// bits of 8 TiB in 4 KiB pages.
+    public static let maximumBitmapBytes = 1 << 28
+
+    /// Bytes of the whole 64-bit words that hold one bit per `pageSize` page of `range` (the
+    /// last page rounded up; the kernel refuses a misaligned range itself).
+    static func dirtyBitmapBytes(_ range: IOVARange, _ pageSize: PageSize) -> UInt64 {
+        let span = range.last.rawValue - range.first.rawValue
+        let pages = span >> UInt64(pageSize.shift) + 1
+        return (pages + 63) / 64 * 8
     }
 }

@@ -119,9 +119,6 @@ public enum HWPTData: Hashable, Sendable {
     /// Bytes passed as they are, for formats this package does not name.
     case raw(type: HWPTDataType, bytes: [UInt8])
 
-    /// The largest data this package passes: one page, far above every format.
-    public static let maximumLength = 4096
-
     public var type: HWPTDataType {
         switch self {
         case .intelVTdStage1: .intelVTdStage1
@@ -157,9 +154,9 @@ public enum HWPTData: Hashable, Sendable {
             s.pagetable_type = d.pageTableType
             return try encoded(s, body)
         case .raw(_, let bytes):
-            guard !bytes.isEmpty, bytes.count <= Self.maximumLength else {
-                throw IOMMUFDError(operation, request: .hwptAlloc,
-                                   reason: .invalidArgument("\(bytes.count) bytes of HWPT data (1...\(Self.maximumLength) allowed)"))
+            // The kernel's first check (before any id is looked up): a data type needs data.
+            guard !bytes.isEmpty else {
+                throw IOMMUFDError(operation, request: .hwptAlloc, reason: .invalidArgument("a data type without data"))
             }
             return try bytes.withUnsafeBytes { b in Result { () throws(IOMMUFDError) -> R in try body(b) } }.get()
         }

@@ -196,7 +196,9 @@ extension IOMMUFDContext {
     private func invalidate(_ id: UInt32, _ requests: InvalidationRequests) throws(IOMMUFDError) -> InvalidationOutcome {
         let entryLength = requests.entryLength
         let count = requests.count
-        if case .raw(_, let length, let bytes) = requests {
+        // The kernel's checks made before any id is looked up (entry length and count, for a
+        // nonempty array), and whole raw entries, which the call could not express otherwise.
+        if case .raw(_, let length, let bytes) = requests, !bytes.isEmpty {
             guard length >= 1, length <= InvalidationRequests.maximumEntryLength, bytes.count % length == 0 else {
                 throw IOMMUFDError(.invalidate, request: .hwptInvalidate,
                                    reason: .invalidArgument("\(bytes.count) bytes are not whole entries of length \(length) (1...\(InvalidationRequests.maximumEntryLength))"))

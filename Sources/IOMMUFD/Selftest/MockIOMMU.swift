@@ -85,16 +85,17 @@ extension IOMMUFDContext {
     /// (in `pageSize` pages) for each index in `pageIndices`. The HWPT must have dirty tracking on.
     ///
     /// - Returns: How many pages the mock marked.
-    /// - Throws: ``IOMMUFDError``; before the call for an index outside the range or a
-    ///   misaligned range; from the kernel `EINVAL` when tracking is off.
+    /// - Throws: ``IOMMUFDError``; before the call for an index outside the range (`EINVAL`);
+    ///   from the kernel `EINVAL` when tracking is off or the range is misaligned.
     ///
     /// The corresponding ioctl is `IOMMU_TEST_CMD` (`IOMMU_TEST_OP_DIRTY`).
     @discardableResult
     public func mockMarkDirty(
         _ hwpt: HWPTID, range: IOVARange, pageSize: PageSize, pageIndices: [Int]
     ) throws(IOMMUFDError) -> UInt64 {
-        let pages = try Self.dirtyPageCount(range, pageSize)
-        var words = [UInt64](repeating: 0, count: (pages + 63) / 64)
+        let words64 = Int(Self.dirtyBitmapBytes(range, pageSize) / 8)
+        let pages = Int((range.last.rawValue - range.first.rawValue) >> UInt64(pageSize.shift)) + 1
+        var words = [UInt64](repeating: 0, count: words64)
         for i in pageIndices {
             guard i >= 0, i < pages else {
                 throw IOMMUFDError(.mockIOMMU, reason: .invalidArgument("page \(i) is outside the \(pages) pages of \(range)"))

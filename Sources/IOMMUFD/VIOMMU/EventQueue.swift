@@ -144,14 +144,15 @@ extension IOMMUFDContext {
     /// Allocates a vEVENTQ on a vIOMMU: events of `type` the IOMMU reports for the vIOMMU's
     /// devices are queued (at most `depth`, then a lost-events record) and read from its fd.
     ///
-    /// - Throws: ``IOMMUFDError``; before the call for a depth of 0 or above 2^19; from the
-    ///   kernel `EEXIST` when the vIOMMU already has a queue of that type, `EOPNOTSUPP` for
-    ///   the default type.
+    /// - Throws: ``IOMMUFDError``; before the call only for a depth no 32-bit field carries
+    ///   (`EINVAL`, the kernel's answer for depths above its maximum); from the kernel
+    ///   `EOPNOTSUPP` for the default type, `EINVAL` for a depth of 0 or above 2^19, `EEXIST`
+    ///   when the vIOMMU already has a queue of that type.
     ///
     /// The corresponding ioctl is `IOMMU_VEVENTQ_ALLOC`.
     public func allocateEventQueue(viommu: VIOMMUID, type: VEventQueueType, depth: Int) throws(IOMMUFDError) -> VEventQueue {
-        guard depth >= 1, depth <= 1 << 19 else {
-            throw IOMMUFDError(.allocateEventQueue, request: .veventqAlloc, reason: .invalidArgument("depth \(depth) is outside 1...\(1 << 19)"))
+        guard let depth = UInt32(exactly: depth) else {
+            throw IOMMUFDError(.allocateEventQueue, request: .veventqAlloc, reason: .invalidArgument("depth \(depth) does not fit 32 bits"))
         }
         var cmd = makeCommand(cio_iommu_veventq_alloc.self)
         cmd.viommu_id = viommu.rawValue
