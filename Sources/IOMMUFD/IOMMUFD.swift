@@ -26,7 +26,7 @@ public struct IOMMUFDContext: ~Copyable, Sendable {
         case .success(let fd):
             self.handle = KernelDescriptor(fd, kernel: kernel)
         case .failure(let e):
-            throw IOMMUFDError(.open, reason: .kernel(e))
+            throw IOMMUFDError(.open, reason: .kernel(e, subject: path))
         }
     }
 

@@ -54,8 +54,10 @@ public struct IOMMUFDError: Error, Hashable, Sendable, CustomStringConvertible {
             self.rangeError = rangeError
         }
 
-        /// The kernel refused the call with `errno`.
-        public static func kernel(_ errno: Errno) -> Self { Self(code: .kernel, errno: errno) }
+        /// The kernel refused the call with `errno`; `subject` names what it was about (a path).
+        public static func kernel(_ errno: Errno, subject: String? = nil) -> Self {
+            Self(code: .kernel, errno: errno, detail: subject)
+        }
 
         /// A range refused before the call, with the `errno` the kernel gives for it: `EOVERFLOW`
         /// for a range past 2^64 or of 2^64 bytes (a length no 64-bit field carries), `EINVAL`
@@ -122,7 +124,7 @@ public struct IOMMUFDError: Error, Hashable, Sendable, CustomStringConvertible {
         switch code {
         case .kernel:
             let hint = errno.flatMap { hintText(for: $0) }.map { ": " + $0 } ?? ""
-            return "\(what) failed: \(number ?? "no errno")\(hint)"
+            return "\(what) failed\(detail.map { " (\($0))" } ?? ""): \(number ?? "no errno")\(hint)"
         case .unexpectedResult:
             return "\(what): unexpected kernel answer: \(detail ?? "")"
         case .notAnIOMMUFD:
@@ -173,6 +175,9 @@ public struct IOMMUFDError: Error, Hashable, Sendable, CustomStringConvertible {
             h[HintKey(operation: operation, request: r, errno: e.rawValue)] = s
         }
         add(nil, .noSuchFileOrDirectory, "no such device node: the kernel needs CONFIG_IOMMUFD (try `modprobe iommufd`); on a machine without an IOMMU, run inside the test VM (Harness/run-in-vm.sh)", operation: .open)
+        add(nil, .resourceBusy, "the device is open elsewhere: another process (a VMM) or its VFIO group holds it", operation: .openDevice)
+        add(nil, .noSuchFileOrDirectory, "no such VFIO device: bind the PCI function to vfio-pci first", operation: .openDevice)
+        add(nil, .permissionDenied, "no permission to open the VFIO device: run as root or give this user access to it", operation: .openDevice)
         add(nil, .permissionDenied, "no permission to open the device node: run as root, or give this user read-write access to it (a udev rule, or chmod/chown)", operation: .open)
         for r in [IoctlRequest.ioasMap, .ioasMapFile, .ioasCopy] {
             add(r, .fileExists, "the IOVA range overlaps an existing mapping")

@@ -26,7 +26,7 @@ public struct VFIODevice: ~Copyable, Sendable {
             self.handle = KernelDescriptor(fd, kernel: kernel)
             self.path = path
         case .failure(let e):
-            throw IOMMUFDError(.openDevice, reason: .kernel(e))
+            throw IOMMUFDError(.openDevice, reason: .kernel(e, subject: path))
         }
     }
 
