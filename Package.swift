@@ -14,6 +14,7 @@ let package = Package(
         .library(name: "IOPageTables", targets: ["IOPageTables"]),
         .library(name: "IOMMUCapabilities", targets: ["IOMMUCapabilities"]),
         .library(name: "IOMMUFDModel", targets: ["IOMMUFDModel"]),
+        .library(name: "NUMA", targets: ["NUMA"]),
         .executable(name: "iommufd-demo", targets: ["iommufd-demo"]),
     ],
     dependencies: [
@@ -21,7 +22,9 @@ let package = Package(
     ],
     targets: [
         // The kernel ABI: the project's own declarations of the iommufd and VFIO uAPI.
-        .target(name: "CIOMMUFD", path: "CShims"),
+        .target(name: "CIOMMUFD", path: "CShims", exclude: ["numa"]),
+        // libnuma, through a module map and forwarding shims only.
+        .systemLibrary(name: "CNUMA", path: "CShims/numa", providers: [.apt(["libnuma-dev"])]),
         // Address types shared by every layer: IOVA, host and guest-physical addresses.
         .target(name: "IOMMUAddresses", swiftSettings: strict),
         // The one syscall choke point: every system call of the package goes through the
@@ -42,6 +45,10 @@ let package = Package(
         .target(name: "IOMMUCapabilities", dependencies: ["IOMMUFD", "IOPageTables"], swiftSettings: strict),
         // A model of /dev/iommu's IOAS semantics behind KernelInterface, for tests and benchmarks.
         .target(name: "IOMMUFDModel", dependencies: ["IOMMUFD", "CIOMMUFD"], swiftSettings: strict),
+        // NUMA placement: nodes, their CPUs, pinning the calling thread, memory bound to a node.
+        .target(
+            name: "NUMA", dependencies: ["CNUMA", .product(name: "SystemPackage", package: "swift-system")],
+            swiftSettings: strict),
         // Drivers for QEMU's emulated test devices (the DMA device of the test VM).
         .target(name: "QEMUDevices", dependencies: ["IOMMUFD"], swiftSettings: strict),
 
@@ -55,13 +62,14 @@ let package = Package(
         .testTarget(name: "ABITests", dependencies: ["CIOMMUFD"], swiftSettings: strict),
         .testTarget(name: "IOMMUFDTests", dependencies: ["IOMMUFD", "IOMMUFDModel", "SystemCalls", "TestSupport"], swiftSettings: strict),
         .testTarget(
-            name: "KernelTests", dependencies: ["CIOMMUFD", "IOMMUFD", "IOMMUCapabilities", "IOMMUFDModel", "QEMUDevices", "TestSupport"],
+            name: "KernelTests", dependencies: ["CIOMMUFD", "IOMMUFD", "NUMA", "IOMMUCapabilities", "IOMMUFDModel", "QEMUDevices", "TestSupport"],
             swiftSettings: strict),
         .testTarget(name: "IOPageTableTests", dependencies: ["IOPageTables", "TestSupport"], swiftSettings: strict),
         .testTarget(name: "CapabilityTests", dependencies: ["IOMMUCapabilities"], swiftSettings: strict),
+        .testTarget(name: "NUMATests", dependencies: ["NUMA"], swiftSettings: strict),
         // Imports every library product in one file: the public names must compose.
         .testTarget(
-            name: "AllProductsTests", dependencies: ["IOMMUFD", "IOMMUFDModel", "IOMMUCapabilities", "IOPageTables"],
+            name: "AllProductsTests", dependencies: ["IOMMUFD", "IOMMUFDModel", "IOMMUCapabilities", "IOPageTables", "NUMA"],
             swiftSettings: strict),
     ],
     swiftLanguageModes: [.v6]

@@ -4,6 +4,7 @@ import IOMMUFD
 import IOMMUFDModel
 import IOMMUCapabilities
 import IOPageTables
+import NUMA
 import Testing
 
 @Suite struct AllProductsTests {
@@ -22,6 +23,7 @@ import Testing
         let _: any KernelInterface = LinuxKernel()
         let _: IOVA = IOVA(0)
         let _: GuestPhysicalAddress = GuestPhysicalAddress(0)
+        let _: NUMANode = NUMANode(0)
     }
 
     /// The bridge from a capability's format kind to its page-table description, every kind.
