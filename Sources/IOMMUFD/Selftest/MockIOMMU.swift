@@ -4,12 +4,22 @@ import CIOMMUFD
 /// ``IOMMUFDContext/addMockDevice(to:flags:)``: a device bound to the iommufd and attached to a page
 /// table, whose mock page table the kernel can be asked to check.
 public struct MockDevice: Hashable, Sendable {
-    /// The selftest object; destroying it removes the device.
-    public let selftestID: UInt32
+    /// The selftest object (`stdev_id`); destroying it (``IOMMUFDContext/destroy(_:)``) removes
+    /// the device.
+    public let id: MockDeviceID
+    /// The raw value of ``id``.
+    public var selftestID: UInt32 { id.rawValue }
     /// The HWPT the device was attached to (auto-allocated for an IOAS).
     public let hwpt: HWPTID
     /// The device's id, usable wherever a bound VFIO device's id is (HW info, HWPT alloc, ...).
     public let device: DeviceID
+}
+
+/// The selftest object of a mock device (`MOCK_DOMAIN`'s `out_stdev_id`): an object of the
+/// iommufd like an IOAS, whose destruction removes the device.
+public struct MockDeviceID: IOMMUObjectID {
+    public let rawValue: UInt32
+    public init(rawValue: UInt32) { self.rawValue = rawValue }
 }
 
 /// Flags of a mock device (`MOCK_FLAGS_DEVICE_*`).
@@ -35,7 +45,7 @@ extension IOMMUFDContext {
         cmd.id = pageTable.rawValue
         cmd.mock_domain_flags.dev_flags = flags.rawValue
         try ioctl(.testCommand, &cmd, .mockIOMMU)
-        return MockDevice(selftestID: cmd.mock_domain_flags.out_stdev_id, hwpt: HWPTID(cmd.mock_domain_flags.out_hwpt_id),
+        return MockDevice(id: MockDeviceID(cmd.mock_domain_flags.out_stdev_id), hwpt: HWPTID(cmd.mock_domain_flags.out_hwpt_id),
                           device: DeviceID(cmd.mock_domain_flags.out_idev_id))
     }
 
@@ -48,7 +58,7 @@ extension IOMMUFDContext {
     public func replaceMockDevicePageTable(_ device: MockDevice, with pageTable: PageTableID) throws(IOMMUFDError) -> HWPTID {
         var cmd = makeCommand(cio_iommu_test_cmd.self)
         cmd.op = CIO_IOMMU_TEST_OP_MOCK_DOMAIN_REPLACE
-        cmd.id = device.selftestID
+        cmd.id = device.id.rawValue
         cmd.mock_domain_replace.pt_id = pageTable.rawValue
         try ioctl(.testCommand, &cmd, .mockIOMMU)
         return HWPTID(cmd.mock_domain_replace.pt_id)
@@ -188,7 +198,7 @@ extension IOMMUFDContext {
     ) throws(IOMMUFDError) -> HWPTID {
         var cmd = makeCommand(cio_iommu_test_cmd.self)
         cmd.op = replace ? CIO_IOMMU_TEST_OP_PASID_REPLACE : CIO_IOMMU_TEST_OP_PASID_ATTACH
-        cmd.id = device.selftestID
+        cmd.id = device.id.rawValue
         cmd.pasid_attach.pasid = pasid
         cmd.pasid_attach.pt_id = pageTable.rawValue
         try ioctl(.testCommand, &cmd, .mockIOMMU)
@@ -201,7 +211,7 @@ extension IOMMUFDContext {
     public func mockDetachPASID(_ device: MockDevice, pasid: UInt32) throws(IOMMUFDError) {
         var cmd = makeCommand(cio_iommu_test_cmd.self)
         cmd.op = CIO_IOMMU_TEST_OP_PASID_DETACH
-        cmd.id = device.selftestID
+        cmd.id = device.id.rawValue
         cmd.pasid_detach.pasid = pasid
         try ioctl(.testCommand, &cmd, .mockIOMMU)
     }
@@ -213,13 +223,67 @@ extension IOMMUFDContext {
     public func mockCheckPASID(_ device: MockDevice, pasid: UInt32, attachedTo hwpt: HWPTID?) throws(IOMMUFDError) {
         var cmd = makeCommand(cio_iommu_test_cmd.self)
         cmd.op = CIO_IOMMU_TEST_OP_PASID_CHECK_HWPT
-        cmd.id = device.selftestID
+        cmd.id = device.id.rawValue
         cmd.pasid_check.pasid = pasid
         cmd.pasid_check.hwpt_id = hwpt?.rawValue ?? 0
         try ioctl(.testCommand, &cmd, .mockIOMMU)
     }
 }
 
+extension IOMMUFDContext {
+    /// Asks the kernel whether every page of `host` is pinned `pins` times (each pin by
+    /// iommufd or an access adds `GUP_PIN_COUNTING_BIAS` references; the kernel compares the
+    /// page's reference count divided by that bias). Pages of a huge (compound) page are not
+    /// checked. The memory must be mapped in this process.
+    ///
+    /// - Throws: ``IOMMUFDError``; before the call for a range that is not aligned to the system
+    ///   page size or is the whole space (the kernel answers `EINVAL`); from the kernel `EIO`
+    ///   when a page's count differs, `EFAULT` for memory not mapped in the process.
+    ///
+    /// The corresponding ioctl is `IOMMU_TEST_CMD` (`IOMMU_TEST_OP_MD_CHECK_REFS`).
+    public func mockCheckPins(_ host: HostRange, equal pins: UInt32) throws(IOMMUFDError) {
+        guard let length = host.length else {
+            throw IOMMUFDError(.mockCheckRefs, request: .testCommand, reason: .invalidRange(.wholeSpace))
+        }
+        do { try host.checkAligned(to: .system) } catch {
+            throw IOMMUFDError(.mockCheckRefs, request: .testCommand, reason: .invalidRange(error))
+        }
+        var cmd = makeCommand(cio_iommu_test_cmd.self)
+        cmd.op = CIO_IOMMU_TEST_OP_MD_CHECK_REFS
+        cmd.check_refs.length = length
+        cmd.check_refs.uptr = host.first.rawValue
+        cmd.check_refs.refs = pins
+        try ioctl(.testCommand, &cmd, .mockCheckRefs)
+    }
+
+    /// The mock's temporary-memory limit at boot, in bytes.
+    public static let mockDefaultTemporaryMemoryLimit: UInt32 = 65536
+
+    /// Sets how much temporary memory the kernel's page-pinning batches may use, so a test can
+    /// drive the paths taken when a batch is small. The limit is global to the kernel, not to
+    /// this iommufd: set ``mockDefaultTemporaryMemoryLimit`` again afterwards.
+    ///
+    /// - Throws: ``IOMMUFDError``; from the kernel `EINVAL` below 12 bytes (one batch element).
+    ///
+    /// The corresponding ioctl is `IOMMU_TEST_CMD` (`IOMMU_TEST_OP_SET_TEMP_MEMORY_LIMIT`).
+    public func mockSetTemporaryMemoryLimit(_ bytes: UInt32) throws(IOMMUFDError) {
+        var cmd = makeCommand(cio_iommu_test_cmd.self)
+        cmd.op = CIO_IOMMU_TEST_OP_SET_TEMP_MEMORY_LIMIT
+        cmd.memory_limit.limit = bytes
+        try ioctl(.testCommand, &cmd, .mockSetTemporaryMemoryLimit)
+    }
+}
+
 extension IOMMUFDError.Operation {
     public static let mockIOMMU = Self(rawValue: "mockIOMMU")
+    public static let mockCheckRefs = Self(rawValue: "mockCheckRefs")
+    public static let mockSetTemporaryMemoryLimit = Self(rawValue: "mockSetTemporaryMemoryLimit")
+    public static let mockCreateAccess = Self(rawValue: "mockCreateAccess")
+    public static let mockAccessReplaceIOAS = Self(rawValue: "mockAccessReplaceIOAS")
+    public static let mockAccessRead = Self(rawValue: "mockAccessRead")
+    public static let mockAccessWrite = Self(rawValue: "mockAccessWrite")
+    public static let mockAccessPinPages = Self(rawValue: "mockAccessPinPages")
+    public static let mockAccessUnpinPages = Self(rawValue: "mockAccessUnpinPages")
+    public static let mockDMABufGet = Self(rawValue: "mockDMABufGet")
+    public static let mockDMABufRevoke = Self(rawValue: "mockDMABufRevoke")
 }
