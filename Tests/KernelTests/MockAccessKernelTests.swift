@@ -45,6 +45,12 @@ struct MockAccessKernelTests {
             #expect(Array(b[3 * page - 1...3 * page]) == [0x11, 0x22])
         }
         #expect(try fd.read(4, at: IOVA(base + UInt64(2 * page) + 8), through: access) == [0xde, 0xad, 0xbe, 0xef])
+        // One value at a time, little-endian: what a walker reading table entries needs.
+        #expect(try fd.read(UInt32.self, at: IOVA(base + UInt64(2 * page) + 8), through: access) == 0xefbe_adde)
+        try fd.write(UInt64(0x0807_0605_0403_0201), at: IOVA(base + 16), through: access)
+        buffer.withUnsafeMutableBytes { #expect(Array($0[16..<24]) == [1, 2, 3, 4, 5, 6, 7, 8]) }
+        #expect(try fd.read(UInt64.self, at: IOVA(base + 16), through: access) == 0x0807_0605_0403_0201)
+        expectKernelError(.noSuchFileOrDirectory, .mockAccessRead) { try fd.read(UInt64.self, at: IOVA(base + UInt64(4 * page) - 4), through: access) }
 
         // Where nothing is mapped the kernel answers ENOENT, also for a range running past the end.
         expectKernelError(.noSuchFileOrDirectory, .mockAccessRead) { try fd.read(16, at: IOVA(base + UInt64(4 * page)), through: access) }

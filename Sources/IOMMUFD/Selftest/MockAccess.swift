@@ -150,6 +150,34 @@ extension IOMMUFDContext {
         }.get()
     }
 
+    /// Reads one little-endian value at `iova` through an access (a page-table entry, a
+    /// descriptor); see ``read(at:into:through:options:)``.
+    ///
+    /// The corresponding ioctl is `IOMMU_TEST_CMD` (`IOMMU_TEST_OP_ACCESS_RW`).
+    public func read<T: FixedWidthInteger>(
+        _ type: T.Type, at iova: IOVA, through access: borrowing MockAccess
+    ) throws(IOMMUFDError) -> T {
+        var value = T.zero
+        let fd = access.descriptor
+        try withUnsafeMutableBytes(of: &value) { (b) throws(IOMMUFDError) in
+            try accessRW(fd, iova, b.baseAddress, b.count, 0, .mockAccessRead)
+        }
+        return T(littleEndian: value)
+    }
+
+    /// Writes one value, little-endian, at `iova` through an access; see
+    /// ``write(_:at:through:options:)-(UnsafeRawBufferPointer,_,_,_)``.
+    ///
+    /// The corresponding ioctl is `IOMMU_TEST_CMD` (`IOMMU_TEST_OP_ACCESS_RW` with
+    /// `MOCK_ACCESS_RW_WRITE`).
+    public func write<T: FixedWidthInteger>(_ value: T, at iova: IOVA, through access: borrowing MockAccess) throws(IOMMUFDError) {
+        var le = value.littleEndian
+        let fd = access.descriptor
+        try withUnsafeMutableBytes(of: &le) { (b) throws(IOMMUFDError) in
+            try accessRW(fd, iova, b.baseAddress, b.count, CIO_MOCK_ACCESS_RW_WRITE, .mockAccessWrite)
+        }
+    }
+
     /// Whether anything is mapped at `iova` of the access's IOAS, as the kernel sees it: a
     /// one-byte read that succeeds, or fails because of what is mapped there (`EPERM`: not
     /// readable; `EINVAL`: a dma-buf, or an area closed to accesses), not `ENOENT`.
