@@ -58,10 +58,22 @@ public struct VFIODMAMapFlags: OptionSet, Hashable, Sendable, CustomStringConver
     }
 }
 
+/// Flags of a `VFIO_IOMMU_GET_INFO` answer (`VFIO_IOMMU_INFO_*`).
+public struct VFIOContainerInfoFlags: OptionSet, Hashable, Sendable, CustomStringConvertible {
+    public let rawValue: UInt32
+    public init(rawValue: UInt32) { self.rawValue = rawValue }
+    /// ``VFIOContainerInfo/pageSizes`` is valid. `VFIO_IOMMU_INFO_PGSIZES`.
+    public static let pageSizes = Self(rawValue: CIO_VFIO_IOMMU_INFO_PGSIZES)
+    /// A capability chain follows. `VFIO_IOMMU_INFO_CAPS`.
+    public static let capabilities = Self(rawValue: CIO_VFIO_IOMMU_INFO_CAPS)
+    public var description: String {
+        flagDescription(rawValue, [(Self.pageSizes.rawValue, "pageSizes"), (Self.capabilities.rawValue, "capabilities")])
+    }
+}
+
 /// What `VFIO_IOMMU_GET_INFO` reports for the compatibility IOAS.
 public struct VFIOContainerInfo: Hashable, Sendable {
-    /// `VFIO_IOMMU_INFO_*` as the kernel set them.
-    public var flags: UInt32
+    public var flags: VFIOContainerInfoFlags
     /// Page sizes the container maps with, one bit per size (`iova_pgsizes`).
     public var pageSizes: UInt64
     /// Usable IOVA ranges (`VFIO_IOMMU_TYPE1_INFO_CAP_IOVA_RANGE`), when reported.
@@ -133,7 +145,7 @@ extension IOMMUFDContext {
                     size = Int(head.argsz)
                     return nil
                 }
-                var info = VFIOContainerInfo(flags: head.flags, pageSizes: head.iova_pgsizes)
+                var info = VFIOContainerInfo(flags: VFIOContainerInfoFlags(rawValue: head.flags), pageSizes: head.iova_pgsizes)
                 if head.flags & CIO_VFIO_IOMMU_INFO_CAPS != 0 {
                     try Self.parseContainerCapabilities(UnsafeRawBufferPointer(buffer), first: Int(head.cap_offset), into: &info)
                 }
