@@ -542,6 +542,105 @@ struct cio_vfio_info_cap_header {
     uint32_t next;
 };
 
+// The VFIO container ioctls, as an iommufd answers them (CONFIG_IOMMUFD_VFIO_CONTAINER).
+// Several share their number with a device ioctl: GET_INFO is GET_PCI_HOT_RESET_INFO's
+// (100 + 12), MAP_DMA is PCI_HOT_RESET's (100 + 13), DIRTY_PAGES is DEVICE_FEATURE's
+// (100 + 17); the descriptor they are issued on tells them apart.
+static const unsigned long CIO_VFIO_SET_IOMMU = CIO_IO(100 + 2);
+static const unsigned long CIO_VFIO_IOMMU_GET_INFO = CIO_IO(100 + 12);
+static const unsigned long CIO_VFIO_IOMMU_MAP_DMA = CIO_IO(100 + 13);
+static const unsigned long CIO_VFIO_IOMMU_UNMAP_DMA = CIO_IO(100 + 14);
+static const unsigned long CIO_VFIO_IOMMU_DIRTY_PAGES = CIO_IO(100 + 17);
+
+// Extensions (VFIO_CHECK_EXTENSION) and IOMMU types (VFIO_SET_IOMMU): the ioctl's integer
+// argument, hence unsigned long.
+static const unsigned long CIO_VFIO_TYPE1_IOMMU = 1;
+static const unsigned long CIO_VFIO_SPAPR_TCE_IOMMU = 2;
+static const unsigned long CIO_VFIO_TYPE1v2_IOMMU = 3;
+static const unsigned long CIO_VFIO_DMA_CC_IOMMU = 4;
+static const unsigned long CIO_VFIO_EEH = 5;
+static const unsigned long CIO___VFIO_RESERVED_TYPE1_NESTING_IOMMU = 6;
+static const unsigned long CIO_VFIO_SPAPR_TCE_v2_IOMMU = 7;
+static const unsigned long CIO_VFIO_NOIOMMU_IOMMU = 8;
+static const unsigned long CIO_VFIO_UNMAP_ALL = 9;
+static const unsigned long CIO_VFIO_UPDATE_VADDR = 10;
+
+// cio_vfio_iommu_type1_info.flags.
+static const uint32_t CIO_VFIO_IOMMU_INFO_PGSIZES = 1u << 0;
+static const uint32_t CIO_VFIO_IOMMU_INFO_CAPS = 1u << 1;
+
+// VFIO_IOMMU_GET_INFO; with INFO_CAPS a capability chain starts at cap_offset (the chain
+// follows the struct in a buffer of argsz bytes).
+struct cio_vfio_iommu_type1_info {
+    uint32_t argsz;
+    uint32_t flags;
+    cio_aligned_u64 iova_pgsizes;
+    uint32_t cap_offset;
+    uint32_t pad;
+};
+
+// Capability ids of VFIO_IOMMU_GET_INFO (cio_vfio_info_cap_header.id, a 16-bit field).
+static const uint16_t CIO_VFIO_IOMMU_TYPE1_INFO_CAP_IOVA_RANGE = 1;
+static const uint16_t CIO_VFIO_IOMMU_TYPE1_INFO_CAP_MIGRATION = 2;
+static const uint16_t CIO_VFIO_IOMMU_TYPE1_INFO_DMA_AVAIL = 3;
+
+// An inclusive IOVA range [start, end]; plain __u64 fields in the kernel's header.
+struct cio_vfio_iova_range {
+    uint64_t start;
+    uint64_t end;
+};
+
+// Flexible array: nr_iovas cio_vfio_iova_range follow at offset 16.
+struct cio_vfio_iommu_type1_info_cap_iova_range {
+    struct cio_vfio_info_cap_header header;
+    uint32_t nr_iovas;
+    uint32_t reserved;
+    struct cio_vfio_iova_range iova_ranges[];
+};
+
+// Dirty-page tracking of the type1 driver (an iommufd never reports it).
+struct cio_vfio_iommu_type1_info_cap_migration {
+    struct cio_vfio_info_cap_header header;
+    uint32_t flags;
+    uint64_t pgsize_bitmap;
+    uint64_t max_dirty_bitmap_size;
+};
+
+// How many more DMA mappings the container takes.
+struct cio_vfio_iommu_type1_info_dma_avail {
+    struct cio_vfio_info_cap_header header;
+    uint32_t avail;
+};
+
+// cio_vfio_iommu_type1_dma_map.flags.
+static const uint32_t CIO_VFIO_DMA_MAP_FLAG_READ = 1u << 0;
+static const uint32_t CIO_VFIO_DMA_MAP_FLAG_WRITE = 1u << 1;
+static const uint32_t CIO_VFIO_DMA_MAP_FLAG_VADDR = 1u << 2;
+
+// VFIO_IOMMU_MAP_DMA: map [vaddr, vaddr + size) at iova.
+struct cio_vfio_iommu_type1_dma_map {
+    uint32_t argsz;
+    uint32_t flags;
+    uint64_t vaddr;
+    uint64_t iova;
+    uint64_t size;
+};
+
+// cio_vfio_iommu_type1_dma_unmap.flags.
+static const uint32_t CIO_VFIO_DMA_UNMAP_FLAG_GET_DIRTY_BITMAP = 1u << 0;
+static const uint32_t CIO_VFIO_DMA_UNMAP_FLAG_ALL = 1u << 1;
+static const uint32_t CIO_VFIO_DMA_UNMAP_FLAG_VADDR = 1u << 2;
+
+// VFIO_IOMMU_UNMAP_DMA: size is in/out (bytes unmapped). Flexible array: a struct
+// vfio_bitmap follows at offset 24 with GET_DIRTY_BITMAP, which an iommufd refuses.
+struct cio_vfio_iommu_type1_dma_unmap {
+    uint32_t argsz;
+    uint32_t flags;
+    uint64_t iova;
+    uint64_t size;
+    uint8_t data[];
+};
+
 // cio_vfio_device_info.flags.
 static const uint32_t CIO_VFIO_DEVICE_FLAGS_RESET = 1u << 0;
 static const uint32_t CIO_VFIO_DEVICE_FLAGS_PCI = 1u << 1;

@@ -21,7 +21,7 @@ struct MockHWPTKernelTests {
         let plain = try fd.allocateHWPT(for: mock.device, in: ioas)
         let nested = try fd.allocateNestedHWPT(for: mock.device, parent: parent, data: .selftest(SelftestHWPTData()))
         for i in 0..<4 { try fd.mockCheckIOTLB(nested, entry: i, equals: SelftestHWPTData.defaultIOTLB) }
-        expectKernelError(.invalidArgument, .mockIOMMU) { try fd.mockCheckIOTLB(nested, entry: 0, equals: 1) }
+        expectKernelError(.invalidArgument, .mockCheckIOTLB) { try fd.mockCheckIOTLB(nested, entry: 0, equals: 1) }
 
         // Second entry has unknown flags: the first is handled, then EOPNOTSUPP.
         let partial = try fd.invalidate(nested, .selftest([SelftestInvalidation(iotlbID: 0),
@@ -98,7 +98,7 @@ struct MockHWPTKernelTests {
         let area = range(base, 16 * page)
         let size = PageSize.system
         // Not tracking yet: the mock refuses to mark.
-        expectKernelError(.invalidArgument, .mockIOMMU) { try fd.mockMarkDirty(hwpt, range: area, pageSize: size, pageIndices: [0]) }
+        expectKernelError(.invalidArgument, .mockMarkDirty) { try fd.mockMarkDirty(hwpt, range: area, pageSize: size, pageIndices: [0]) }
         try fd.setDirtyTracking(true, for: hwpt)
         #expect(try fd.mockMarkDirty(hwpt, range: area, pageSize: size, pageIndices: [0, 3, 15]) == 3)
         let kept = try fd.dirtyBitmap(of: hwpt, range: area, pageSize: size, clear: false)
@@ -144,11 +144,11 @@ struct MockHWPTKernelTests {
         let b = try fd.allocateHWPT(for: mock.device, in: ioas, flags: .pasid)
         try fd.mockCheckPASID(mock, pasid: 2048, attachedTo: nil)
         // The RID sits on the IOAS's auto HWPT, not PASID-compatible: PASID attach is refused.
-        expectKernelError(.invalidArgument, .mockIOMMU) { try fd.mockAttachPASID(mock, pasid: 2048, to: PageTableID(b)) }
+        expectKernelError(.invalidArgument, .mockAttachPASID) { try fd.mockAttachPASID(mock, pasid: 2048, to: PageTableID(b)) }
         try fd.replaceMockDevicePageTable(mock, with: PageTableID(a))
         #expect(try fd.mockAttachPASID(mock, pasid: 2048, to: PageTableID(b)) == b)
         try fd.mockCheckPASID(mock, pasid: 2048, attachedTo: b)
-        expectKernelError(.invalidArgument, .mockIOMMU) { try fd.mockCheckPASID(mock, pasid: 2048, attachedTo: a) }
+        expectKernelError(.invalidArgument, .mockCheckPASID) { try fd.mockCheckPASID(mock, pasid: 2048, attachedTo: a) }
         #expect(try fd.mockAttachPASID(mock, pasid: 2048, to: PageTableID(a), replace: true) == a)
         try fd.mockCheckPASID(mock, pasid: 2048, attachedTo: a)
         try fd.mockDetachPASID(mock, pasid: 2048)

@@ -26,8 +26,8 @@ struct MockVIOMMUKernelTests {
         expectKernelError(.resourceBusy, .destroy) { try fd.destroy(parent) }
         let nested = try fd.allocateNestedHWPT(for: mock.device, parent: viommu, data: .selftest(SelftestHWPTData()))
         // A nested HWPT of a vIOMMU needs the device's vDEVICE first.
-        expectKernelError(.noSuchFileOrDirectory, .mockIOMMU) { try fd.replaceMockDevicePageTable(mock, with: PageTableID(nested)) }
-        expectKernelError(.noSuchFileOrDirectory, .mockIOMMU) { try fd.mockTriggerVEvent(device: mock.device) }
+        expectKernelError(.noSuchFileOrDirectory, .replaceMockDevicePageTable) { try fd.replaceMockDevicePageTable(mock, with: PageTableID(nested)) }
+        expectKernelError(.noSuchFileOrDirectory, .mockTriggerVEvent) { try fd.mockTriggerVEvent(device: mock.device) }
         #expect(throws: IOMMUFDError.self) { _ = try fd.allocateEventQueue(viommu: viommu, type: .selftest, depth: 0) }
         let queue = try fd.allocateEventQueue(viommu: viommu, type: .selftest, depth: 2)
         expectKernelError(.fileExists, .allocateEventQueue) { try fd.allocateEventQueue(viommu: viommu, type: .selftest, depth: 2) }

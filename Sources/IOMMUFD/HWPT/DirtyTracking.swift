@@ -23,6 +23,16 @@ public struct DirtyBitmap: Hashable, Sendable {
     }
 }
 
+/// Flags of `IOMMU_HWPT_SET_DIRTY_TRACKING`. Bits this type does not name reach the kernel
+/// unchanged (7.3 answers `EOPNOTSUPP` for them), so a newer flag can be probed.
+public struct DirtyTrackingFlags: OptionSet, Hashable, Sendable, CustomStringConvertible {
+    public let rawValue: UInt32
+    public init(rawValue: UInt32) { self.rawValue = rawValue }
+    /// Track (set) or stop tracking (clear). `IOMMU_HWPT_DIRTY_TRACKING_ENABLE`.
+    public static let enable = Self(rawValue: CIO_IOMMU_HWPT_DIRTY_TRACKING_ENABLE)
+    public var description: String { flagDescription(rawValue, [(Self.enable.rawValue, "enable")]) }
+}
+
 extension IOMMUFDContext {
     /// Starts or stops dirty tracking on a HWPT allocated with ``HWPTAllocationFlags/dirtyTracking``.
     /// Starting clears any dirty bits the IOMMU set before.
@@ -32,9 +42,20 @@ extension IOMMUFDContext {
     ///
     /// The corresponding ioctl is `IOMMU_HWPT_SET_DIRTY_TRACKING`.
     public func setDirtyTracking(_ enabled: Bool, for hwpt: HWPTID) throws(IOMMUFDError) {
+        try setDirtyTracking(enabled ? .enable : [], for: hwpt)
+    }
+
+    /// Sets the dirty-tracking flags of a HWPT: ``DirtyTrackingFlags/enable`` starts tracking,
+    /// no flags stop it. Every bit is passed to the kernel as given.
+    ///
+    /// - Throws: ``IOMMUFDError``; from the kernel `EOPNOTSUPP` for a flag it does not know or
+    ///   a HWPT that cannot track, `ENOENT` for an unknown or non-paging HWPT.
+    ///
+    /// The corresponding ioctl is `IOMMU_HWPT_SET_DIRTY_TRACKING`.
+    public func setDirtyTracking(_ flags: DirtyTrackingFlags, for hwpt: HWPTID) throws(IOMMUFDError) {
         var cmd = makeCommand(cio_iommu_hwpt_set_dirty_tracking.self)
         cmd.hwpt_id = hwpt.rawValue
-        cmd.flags = enabled ? CIO_IOMMU_HWPT_DIRTY_TRACKING_ENABLE : 0
+        cmd.flags = flags.rawValue
         try ioctl(.hwptSetDirtyTracking, &cmd, .setDirtyTracking)
     }
 

@@ -18,6 +18,23 @@ public struct RLimitMode: RawRepresentable, Hashable, Sendable, CustomStringConv
     }
 }
 
+/// The value of `IOMMU_OPTION_HUGE_PAGES` for an IOAS. Values this type does not name reach
+/// the kernel unchanged (7.3 answers `EINVAL` above 1), so a newer value can be probed.
+public struct HugePagesOption: RawRepresentable, Hashable, Sendable, CustomStringConvertible {
+    public let rawValue: UInt64
+    public init(rawValue: UInt64) { self.rawValue = rawValue }
+    /// Only pages of the system's size; also what the VFIO type1 compatibility mode sets.
+    public static let disabled = Self(rawValue: 0)
+    /// Contiguous memory may be mapped with huge IOMMU pages (the default).
+    public static let enabled = Self(rawValue: 1)
+    public var description: String {
+        switch self {
+        case .disabled: "disabled"
+        case .enabled: "enabled"
+        default: "HugePagesOption(\(rawValue))"
+        }
+    }
+}
 
 extension IOMMUFDContext {
     /// How this iommufd charges pinned memory.
@@ -45,7 +62,26 @@ extension IOMMUFDContext {
     ///
     /// The corresponding ioctl is `IOMMU_OPTION` (`IOMMU_OPTION_HUGE_PAGES`, set).
     public func setHugePages(_ enabled: Bool, in ioas: IOASID) throws(IOMMUFDError) {
-        _ = try option(CIO_IOMMU_OPTION_HUGE_PAGES, object: ioas.rawValue, set: enabled ? 1 : 0, .setHugePages)
+        try setHugePagesOption(enabled ? .enabled : .disabled, in: ioas)
+    }
+
+    /// The huge-pages option of `ioas` as the kernel reports it.
+    ///
+    /// - Throws: ``IOMMUFDError``; from the kernel `ENOENT` for an unknown IOAS.
+    ///
+    /// The corresponding ioctl is `IOMMU_OPTION` (`IOMMU_OPTION_HUGE_PAGES`, get).
+    public func hugePagesOption(in ioas: IOASID) throws(IOMMUFDError) -> HugePagesOption {
+        HugePagesOption(rawValue: try option(CIO_IOMMU_OPTION_HUGE_PAGES, object: ioas.rawValue, set: nil, .hugePages))
+    }
+
+    /// Sets the huge-pages option of `ioas`, passing the value to the kernel as given.
+    ///
+    /// - Throws: ``IOMMUFDError``; from the kernel `EINVAL` for a value it does not know, or
+    ///   when disabling while a domain already holds mappings; `ENOENT` for an unknown IOAS.
+    ///
+    /// The corresponding ioctl is `IOMMU_OPTION` (`IOMMU_OPTION_HUGE_PAGES`, set).
+    public func setHugePagesOption(_ value: HugePagesOption, in ioas: IOASID) throws(IOMMUFDError) {
+        _ = try option(CIO_IOMMU_OPTION_HUGE_PAGES, object: ioas.rawValue, set: value.rawValue, .setHugePages)
     }
 
     private func option(

@@ -129,13 +129,23 @@ public struct FaultQueue: ~Copyable, Sendable {
     }
 }
 
+/// Flags of `IOMMU_FAULT_QUEUE_ALLOC`. 7.3 defines none; bits given here reach the kernel
+/// unchanged (it answers `EOPNOTSUPP`), so a newer flag can be probed.
+public struct FaultQueueFlags: OptionSet, Hashable, Sendable {
+    public let rawValue: UInt32
+    public init(rawValue: UInt32) { self.rawValue = rawValue }
+}
+
 extension IOMMUFDContext {
     /// Allocates a fault queue for I/O page faults; pass its ``FaultQueue/id`` to
     /// ``allocateNestedHWPT(for:parent:data:flags:faultQueue:)-(_,PageTableID,_,_,_)``.
     ///
+    /// - Throws: ``IOMMUFDError``; from the kernel `EOPNOTSUPP` for any flag (7.3 knows none).
+    ///
     /// The corresponding ioctl is `IOMMU_FAULT_QUEUE_ALLOC`.
-    public func allocateFaultQueue() throws(IOMMUFDError) -> FaultQueue {
+    public func allocateFaultQueue(flags: FaultQueueFlags = []) throws(IOMMUFDError) -> FaultQueue {
         var cmd = makeCommand(cio_iommu_fault_alloc.self)
+        cmd.flags = flags.rawValue
         try ioctl(.faultQueueAlloc, &cmd, .allocateFaultQueue)
         return FaultQueue(id: FaultQueueID(cmd.out_fault_id), descriptor: CInt(bitPattern: cmd.out_fault_fd), kernel: kernel)
     }
