@@ -186,13 +186,15 @@ public struct PageTableBuilder<Format: PageTableFormat, Memory: WritableGuestMem
                 table = t.rawValue
             case .table(let next, let nextLevel, _):
                 guard nextLevel == level - 1 else {
-                    throw .tableFault(PageTableFault(reason: .invalidNextLevel, level: level, table: GuestPhysicalAddress(table), index: index, entry: raw))
+                    throw .tableFault(PageTableFault(reason: .invalidNextLevel, level: level, table: GuestPhysicalAddress(table), index: index,
+                                                     entry: raw, input: entryInput(span, level)))
                 }
                 table = next.rawValue
             case .leaf:
                 throw .alreadyMapped(input)
             case .fault(let r):
-                throw .tableFault(PageTableFault(reason: r, level: level, table: GuestPhysicalAddress(table), index: index, entry: raw))
+                throw .tableFault(PageTableFault(reason: r, level: level, table: GuestPhysicalAddress(table), index: index, entry: raw,
+                                                 input: entryInput(span, level)))
             }
             level -= 1
         }
@@ -212,7 +214,9 @@ public struct PageTableBuilder<Format: PageTableFormat, Memory: WritableGuestMem
                 if any { throw .alreadyMapped(input) }
             case .leaf: throw .alreadyMapped(input)
             case .fault(let r):
-                throw .tableFault(PageTableFault(reason: r, level: target, table: GuestPhysicalAddress(table), index: k, entry: raw))
+                let itemSpan = (span & ~lowMask(sizeShift)) &+ (UInt64(k - first) << UInt64(shift))
+                throw .tableFault(PageTableFault(reason: r, level: target, table: GuestPhysicalAddress(table), index: k, entry: raw,
+                                                 input: format.inputAddress(ofSpan: itemSpan)))
             }
         }
         for k in 0..<count {
@@ -251,7 +255,7 @@ public struct PageTableBuilder<Format: PageTableFormat, Memory: WritableGuestMem
                   nextLevel < level, nextLevel >= leaf.level
             else {
                 throw .tableFault(PageTableFault(reason: .invalidNextLevel, level: level, table: GuestPhysicalAddress(table),
-                                                 index: index, entry: raw))
+                                                 index: index, entry: raw, input: entryInput(span, level)))
             }
             // Skipped levels (AMD v1): follow the pointer to whichever level it names.
             table = next.rawValue
@@ -301,6 +305,11 @@ public struct PageTableBuilder<Format: PageTableFormat, Memory: WritableGuestMem
     }
 
     // MARK: Memory
+
+    /// The first input address of the entry translating span address `span` at `level`.
+    func entryInput(_ span: UInt64, _ level: Int) -> IOVA {
+        format.inputAddress(ofSpan: span & ~lowMask(format.itemShift(level: level)))
+    }
 
     @inline(__always)
     func index(_ span: UInt64, _ level: Int) -> Int {

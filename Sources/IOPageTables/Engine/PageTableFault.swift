@@ -37,16 +37,27 @@ public struct PageTableFault: Error, Hashable, Sendable, CustomStringConvertible
     public var index: Int
     /// The raw entry value (0 when it could not be read).
     public var entry: UInt64
+    /// The first input address the entry translates (canonical form for sign-extended formats):
+    /// where the fault sits in the input space. For a table refused whole, that of the first
+    /// entry the walk would have read.
+    public var input: IOVA
+    /// For ``Reason/budgetExceeded``: what the walk had done when the budget stopped it;
+    /// `nil` for every other fault.
+    public var statistics: WalkStatistics?
 
-    public init(reason: Reason, level: Int, table: GuestPhysicalAddress, index: Int, entry: UInt64) {
+    public init(reason: Reason, level: Int, table: GuestPhysicalAddress, index: Int, entry: UInt64, input: IOVA,
+                statistics: WalkStatistics? = nil) {
         self.reason = reason
         self.level = level
         self.table = table
         self.index = index
         self.entry = entry
+        self.input = input
+        self.statistics = statistics
     }
 
     public var description: String {
-        "\(reason) at level \(level) table \(table) index \(index) entry 0x\(String(entry, radix: 16))"
+        "\(reason) for input \(input) at level \(level) table \(table) index \(index) entry 0x\(String(entry, radix: 16))"
+            + (statistics.map { " after \($0)" } ?? "")
     }
 }
