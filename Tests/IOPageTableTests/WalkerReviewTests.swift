@@ -172,7 +172,7 @@ struct WalkerReviewTests {
         }
     }
 
-    // MARK: 8. Budgets
+    // MARK: 8 and 9. Budgets
 
     /// Every entry of every level points at the next table: 512^3 leaves through 3 shared tables.
     func sharedTables() -> (Arena, UInt64) {
@@ -216,6 +216,32 @@ struct WalkerReviewTests {
         #expect(throws: PageTableFault(reason: .reservedBitsSet, level: 3, table: arena.base, index: 0, entry: 0x1083, input: IOVA(0))) {
             try arena.walker(Formats.vtd4, root: root).walk { _ in }
         }
+    }
+
+    /// The default budget: a hostile table gets at most 8 Mi entry reads (so at most that many
+    /// leaf visits) out of a whole-space walk, while a legitimate table of 31 GiB of 4K leaves
+    /// still fits (the reads 1 GiB of them costs, 31 times).
+    @Test func defaultBudgetBoundsAHostileWalk() throws {
+        #expect(WalkBudget.default == WalkBudget(maxEntries: 1 << 23, maxTables: 1 << 14))
+        let (arena, root) = sharedTables()
+        var leaves = 0
+        do {
+            try arena.walker(Formats.vtd4, root: root).walk { _ in leaves += 1 }
+            Issue.record("the default budget did not stop a walk of 2^27 leaves")
+        } catch {
+            #expect(error.reason == .budgetExceeded)
+            let stats = try #require(error.statistics)
+            #expect(stats.entriesRead <= 1 << 23 && stats.tablesVisited <= 1 << 14)
+            #expect(stats.leaves == leaves)
+        }
+        #expect(leaves > 0 && leaves <= 1 << 23)
+        // 1 GiB of 4K leaves below a 4-level root: root + 1 L3 entry + 512 L2 + 512 * 512 L1 reads.
+        let gib = try arena.walker(Formats.vtd4, root: root).walk(try IOVARange(base: IOVA(0), length: 1 << 30)) { _ in }
+        #expect(gib.leaves == 512 * 512)
+        #expect(31 * (gib.entriesRead - 1) + 1 <= WalkBudget.default.maxEntries)
+        #expect(31 * (gib.tablesVisited - 2) + 2 <= WalkBudget.default.maxTables)
+        // The previous default let the same walk visit up to 64 Mi leaves.
+        #expect(WalkBudget.default.maxEntries * 8 == 1 << 26)
     }
 
     // MARK: 10a. Visitors that throw or stop

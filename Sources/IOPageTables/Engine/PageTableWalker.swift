@@ -10,8 +10,14 @@ public struct WalkBudget: Hashable, Sendable {
         self.maxTables = maxTables
     }
 
-    /// 64 Mi entries and 256 Ki tables: a fully populated 4K-leaf table of 256 GiB.
-    public static let `default` = WalkBudget(maxEntries: 1 << 26, maxTables: 1 << 18)
+    /// 8 Mi entries and 16 Ki tables.
+    ///
+    /// Enough for a legitimate table mapping up to 31 GiB with 4K leaves (each 2 MiB of them
+    /// costs 513 entries and one table), and for any table using larger leaves. A walk only
+    /// reads entries whose input intersects the range asked, so a hostile table (one that
+    /// shares its tables to look dense) gets at most 8 Mi leaf visits out of any walk, an
+    /// eighth of the previous default's 64 Mi. Raise it for a larger guest.
+    public static let `default` = WalkBudget(maxEntries: 1 << 23, maxTables: 1 << 14)
 }
 
 /// What one walk did.
