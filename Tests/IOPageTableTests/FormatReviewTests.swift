@@ -1,0 +1,33 @@
+import IOPageTables
+import Testing
+
+/// Format bits settled in the walker review: each failed before its fix.
+@Suite("Format review: AMD v1 PDE reserved bits, VT-d non-leaf SNP, x86 NX enable")
+struct FormatReviewTests {
+    /// AMD IOMMU spec #48882 §2.2.3: a PDE reserves bits 60:52; a PTE only 58:52, since its
+    /// bit 59 is U and bit 60 FC.
+    @Test func amdPDEReservesBits60To52() {
+        let f = Formats.amd4
+        let rw: UInt64 = 0x6000_0000_0000_0001
+        for b in 52...60 {
+            #expect(f.decode(rw | 0x2000 | 1 << 9 | 1 << UInt64(b), level: 1) == .fault(.reservedBitsSet), "PDE bit \(b)")
+        }
+        for b in [59, 60] {
+            #expect(f.decode(rw | 0x2000 | 1 << UInt64(b), level: 0) == leaf(0x2000, 12, .readWrite), "PTE bit \(b)")
+            // NextLevel 7 is a PTE too.
+            #expect(f.decode(rw | 0x9000_7000 | 7 << 9 | 1 << UInt64(b), level: 0) == leaf(0x9000_0000, 16, .readWrite))
+        }
+        #expect(f.decode(rw | 0x2000 | 1 << 9 | 1 << 63, level: 1) == .table(GuestPhysicalAddress(0x2000), nextLevel: 0, allows: .readWrite))
+    }
+
+    /// A walk stops at a PDE with FC set, where it used to follow it.
+    @Test func amdWalkRefusesAPDEWithBit60() throws {
+        let arena = Arena()
+        var b = try arena.builder(Formats.amd4)
+        try b.map(IOVA(0x1000), to: GuestPhysicalAddress(0x5000), size: .size4K, permissions: .readWrite)
+        let rootEntry = try #require(arena.memory.load64(at: arena.base))
+        arena.poke(arena.base.rawValue, rootEntry | 1 << 60)
+        #expect(throws: PageTableFault(reason: .reservedBitsSet, level: 3, table: arena.base, index: 0, entry: rootEntry | 1 << 60,
+                                       input: IOVA(0))) { try b.walker().walk { _ in } }
+    }
+}
