@@ -30,4 +30,19 @@ struct FormatReviewTests {
         #expect(throws: PageTableFault(reason: .reservedBitsSet, level: 3, table: arena.base, index: 0, entry: rootEntry | 1 << 60,
                                        input: IOVA(0))) { try b.walker().walk { _ in } }
     }
+
+    /// VT-d §9.8: SNP (bit 11) is a leaf attribute, reserved in every entry that references a
+    /// table even with ECAP.SC (QEMU: VTD_SPTE_SNP stays in the non-leaf reserved masks).
+    @Test func vtdSnoopIsReservedInNonLeafEntries() {
+        let sc = try! VTdSecondStage(levels: 5, snoopControl: true)
+        for level in 1...4 {
+            #expect(sc.decode(0x7003 | 1 << 11, level: level) == .fault(.reservedBitsSet), "non-leaf level \(level)")
+            #expect(Formats.vtd5.decode(0x7003 | 1 << 11, level: level) == .fault(.reservedBitsSet))
+        }
+        // Leaves: allowed with snoop control, reserved without.
+        #expect(sc.decode(0x5003 | 1 << 11, level: 0) == leaf(0x5000, 12, .readWrite))
+        #expect(sc.decode(0x4020_0083 | 1 << 11, level: 1) == leaf(0x4020_0000, 21, .readWrite))
+        #expect(sc.decode(0xC000_0083 | 1 << 11, level: 2) == leaf(0xC000_0000, 30, .readWrite))
+        #expect(Formats.vtd5.decode(0x4020_0083 | 1 << 11, level: 1) == .fault(.reservedBitsSet))
+    }
 }
