@@ -45,4 +45,34 @@ struct FormatReviewTests {
         #expect(sc.decode(0xC000_0083 | 1 << 11, level: 2) == leaf(0xC000_0000, 30, .readWrite))
         #expect(Formats.vtd5.decode(0x4020_0083 | 1 << 11, level: 1) == .fault(.reservedBitsSet))
     }
+
+    /// x86 first stage: with NX disabled (EFER.NXE = 0) bit 63 is reserved in every entry; with
+    /// it enabled (the default) it is execute-disable.
+    @Test func x86NoExecuteEnable() throws {
+        #expect(Formats.x86.noExecuteEnabled)
+        let off = try X86FirstStage(levels: 4, noExecuteEnabled: false)
+        let xd: UInt64 = 1 << 63
+        #expect(Formats.x86.decode(0x5027 | xd, level: 0) == leaf(0x5000, 12, [.read, .write, .user]))
+        #expect(off.decode(0x5027 | xd, level: 0) == .fault(.reservedBitsSet))
+        #expect(off.decode(0x7027 | xd, level: 2) == .fault(.reservedBitsSet))        // a table pointer
+        #expect(off.decode(0x4020_00A7 | xd, level: 1) == .fault(.reservedBitsSet))   // a 2M leaf
+        #expect(off.decode(0x5027, level: 0) == leaf(0x5000, 12, [.read, .write, .user, .execute]))
+        // Without NX a leaf cannot withhold execute: the builder maps executable leaves only and
+        // never writes bit 63.
+        #expect(!off.canExpress(.readWrite) && off.canExpress([.read, .write, .execute]))
+        let arena = Arena()
+        var b = try arena.builder(off)
+        #expect(throws: PageTableBuildError.permissionsNotExpressible(.readWrite)) {
+            try b.map(IOVA(0x1000), to: GuestPhysicalAddress(0x5000), size: .size4K, permissions: .readWrite)
+        }
+        try b.map(IOVA(0x1000), to: GuestPhysicalAddress(0x5000), size: .size4K, permissions: [.read, .write, .execute])
+        #expect(try b.walker().extents() == [extent(0x1000, 0x5000, 12, [.read, .write, .execute], level: 0)])
+        // A table built with NX on and XD leaves faults when walked with NX off.
+        let nxArena = Arena()
+        var nx = try nxArena.builder(Formats.x86)
+        try nx.map(IOVA(0x1000), to: GuestPhysicalAddress(0x5000), size: .size4K, permissions: .read)
+        let w = PageTableWalker(format: off, memory: nx.memory, root: nx.root)
+        #expect(throws: PageTableFault.self) { try w.walk { _ in } }
+        withExtendedLifetime(nxArena) {}
+    }
 }
