@@ -244,6 +244,27 @@ struct WalkerReviewTests {
         #expect(WalkBudget.default.maxEntries * 8 == 1 << 26)
     }
 
+    /// The builder's own walks (unmap, the empty-subtree check) use its `walkBudget`, which a
+    /// caller can raise past the default.
+    @Test func builderWalksUseItsBudget() throws {
+        let arena = Arena()
+        var b = try arena.builder(Formats.vtd4)
+        let r = try IOVARange(base: IOVA(0), length: 64 << 12)
+        try b.map(r, to: GuestPhysicalAddress(0x10_0000), permissions: .read)
+        b.walkBudget = WalkBudget(maxEntries: 32, maxTables: 10)
+        #expect(b.walker().budget == b.walkBudget)
+        do {
+            try b.unmap(r)
+            Issue.record("unmap ignored the builder's budget")
+        } catch {
+            guard case .tableFault(let f) = error else { Issue.record("\(error)"); return }
+            #expect(f.reason == .budgetExceeded)
+        }
+        #expect(try b.walker(budget: .default).extents().count == 64)  // nothing was removed
+        b.walkBudget = WalkBudget(maxEntries: 100, maxTables: 10)
+        #expect(try b.unmap(r) == 64 << 12)
+    }
+
     // MARK: 10a. Visitors that throw or stop
 
     struct Enough: Error, Hashable { var after: Int }

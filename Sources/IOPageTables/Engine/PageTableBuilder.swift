@@ -86,6 +86,9 @@ public struct PageTableBuilder<Format: PageTableFormat, Memory: WritableGuestMem
     public var allocator: Allocator
     /// Guest-physical address of the root table.
     public let root: GuestPhysicalAddress
+    /// The budget of the walks the builder does itself (unmap, mirror checks) and the default
+    /// of ``walker(budget:)``; raise it to unmap more than ``WalkBudget/default`` covers at once.
+    public var walkBudget: WalkBudget = .default
 
     /// A new, empty table: allocates and zeroes the root.
     /// - Throws: ``PageTableBuildError/outOfTableMemory`` or ``PageTableBuildError/guestMemoryWrite(_:)``.
@@ -107,9 +110,9 @@ public struct PageTableBuilder<Format: PageTableFormat, Memory: WritableGuestMem
         self.root = root
     }
 
-    /// A walker over this table.
-    public func walker(budget: WalkBudget = .default) -> PageTableWalker<Format, Memory> {
-        PageTableWalker(format: format, memory: memory, root: root, budget: budget)
+    /// A walker over this table, with ``walkBudget`` unless told another budget.
+    public func walker(budget: WalkBudget? = nil) -> PageTableWalker<Format, Memory> {
+        PageTableWalker(format: format, memory: memory, root: root, budget: budget ?? walkBudget)
     }
 
     // MARK: Map
@@ -210,7 +213,14 @@ public struct PageTableBuilder<Format: PageTableFormat, Memory: WritableGuestMem
                 let itemSpan = (span & ~lowMask(sizeShift)) &+ (UInt64(k - first) << UInt64(shift))
                 let r = try! IOVARange(first: format.inputAddress(ofSpan: itemSpan), last: format.inputAddress(ofSpan: itemSpan | lowMask(shift)))
                 var any = false
-                do { try walker().walk(r) { _ in any = true } } catch { throw .tableFault(error) }
+                do {
+                    try walker().visitLeaves(r) { (_: LeafExtent) throws(Never) -> WalkControl in any = true; return .stop }
+                } catch {
+                    switch error {
+                    case .fault(let f): throw .tableFault(f)
+                    case .visitor(let never): switch never {}
+                    }
+                }
                 if any { throw .alreadyMapped(input) }
             case .leaf: throw .alreadyMapped(input)
             case .fault(let r):
