@@ -72,11 +72,12 @@ extension PageTableWalkError: Hashable where VisitorError: Hashable {}
 /// Contiguous and replicated runs (Arm contiguous hint, AMD NextLevel 7, v7s large pages and
 /// supersections, Svnapot) yield one leaf only when every item of the run's span agrees.
 /// Otherwise the walk yields nothing for the run's members and names the bad entries with
-/// ``PageTableFault/Reason/inconsistentContiguousRun``: when most of the span agrees with the
-/// run, each slot that disagrees (a missing or different replica); when it does not, the
-/// entry claiming the run (a lone or minority claim), while the span's other entries are
-/// walked as themselves. A slot before the run's first member has already been walked as
-/// itself when the walk learns of the run.
+/// ``PageTableFault/Reason/inconsistentContiguousRun``: when most of the
+/// span agrees with the run, each slot that disagrees (a missing or different replica), and
+/// the walk goes on after the span; when it does not, each entry claiming the run (a lone or
+/// minority claim), while the span's other entries are walked as themselves. A slot before
+/// the run's first member has already been walked as itself when the walk learns of the run
+/// (so a one-item leaf there may be both visited and then named).
 public struct PageTableWalker<Format: PageTableFormat, Memory: GuestMemory> {
     public var format: Format
     public var memory: Memory
@@ -258,6 +259,7 @@ public struct PageTableWalker<Format: PageTableFormat, Memory: GuestMemory> {
         let entryBytes = UInt64(format.entryBytes)
         let endIndex = Int(truncatingIfNeeded: (last &- tableBase) >> UInt64(shift))
         var i = Int(truncatingIfNeeded: (first &- tableBase) >> UInt64(shift))
+        let startIndex = i
         /// The first input address entry `k` of this table translates.
         func input(_ k: Int) -> IOVA { format.inputAddress(ofSpan: tableBase &+ (UInt64(k) << UInt64(shift))) }
 
@@ -368,11 +370,31 @@ public struct PageTableWalker<Format: PageTableFormat, Memory: GuestMemory> {
                     if agreeing < count {
                         if 2 * agreeing > count {
                             // Most of the span holds the run: the slots that do not are the bad ones.
+                            // A slot this walk already passed is named only if it passed without a
+                            // complaint (empty, a table, a one-item leaf); a fault, or an item of a
+                            // run at least this large, was already named. If nothing names the
+                            // failure (only a smaller, well-formed run's items disagree), the run's
+                            // first member met here does.
+                            var named = false
                             for k in runStart..<runEnd where disagreeing[(k - runStart) >> 6] & bit((k - runStart) & 63) != 0 {
                                 let other = load(table &+ UInt64(k) &* entryBytes) ?? 0
+                                if k > i || k < startIndex {
+                                    // Not walked yet (or before the range): name it.
+                                } else if case .leaf(let o) = format.decode(other, level: level), o.sizeShift != shift {
+                                    if o.sizeShift >= leaf.sizeShift { named = true }
+                                    continue
+                                } else if case .fault = format.decode(other, level: level) {
+                                    named = true
+                                    continue
+                                }
+                                named = true
                                 if try report(.inconsistentContiguousRun, level, table, k, other, input(k), &state, skip, onFault) == .stop {
                                     return .stop
                                 }
+                            }
+                            if !named,
+                               try report(.inconsistentContiguousRun, level, table, i, raw, input(i), &state, skip, onFault) == .stop {
+                                return .stop
                             }
                             i = runEnd
                         } else {
