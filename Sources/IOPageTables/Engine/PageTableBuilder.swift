@@ -86,8 +86,10 @@ public struct PageTableBuilder<Format: PageTableFormat, Memory: WritableGuestMem
     public var allocator: Allocator
     /// Guest-physical address of the root table.
     public let root: GuestPhysicalAddress
-    /// The budget of the walks the builder does itself (unmap, mirror checks) and the default
-    /// of ``walker(budget:)``; raise it to unmap more than ``WalkBudget/default`` covers at once.
+    /// The budget of the walks the builder does itself (unmap's, and map's check that a subtree
+    /// it replaces by a leaf is empty) and the default of ``walker(budget:)``; raise it to unmap
+    /// more than ``WalkBudget/default`` covers at once. ``mirror(_:range:)`` walks with the
+    /// source walker's own budget.
     public var walkBudget: WalkBudget = .default
 
     /// A new, empty table: allocates and zeroes the root.
