@@ -42,4 +42,35 @@ struct GuestMemoryTests {
         #expect(a[8] == 0x08)  // little-endian
         #expect(!w.store64(0, at: GuestPhysicalAddress(0x1FFC)))
     }
+
+    /// Guest-physical ranges become host ranges with a bounds check and a typed error, instead
+    /// of pointer arithmetic and `try!` at the call site.
+    @Test func guestPhysicalToHost() throws {
+        let a = UnsafeMutableRawBufferPointer.allocate(byteCount: 0x2000, alignment: 4096)
+        let c = UnsafeMutableRawBufferPointer.allocate(byteCount: 0x1000, alignment: 4096)
+        defer { a.deallocate(); c.deallocate() }
+        let ra = try GuestMemoryRegion(base: GuestPhysicalAddress(0x10_0000), pointer: UnsafeRawPointer(a.baseAddress!), length: 0x2000)
+        let rc = try GuestMemoryRegion(base: GuestPhysicalAddress(0x10_2000), pointer: UnsafeRawPointer(c.baseAddress!), length: 0x1000)
+        let view = try GuestMemoryView(regions: [ra, rc])
+        let inA = try GuestPhysicalRange(base: GuestPhysicalAddress(0x10_1000), length: 0x1000)
+        #expect(try view.hostRange(of: inA) == HostRange(base: HostAddress(UnsafeRawPointer(a.baseAddress! + 0x1000)), length: 0x1000))
+        #expect(try view.hostAddress(of: GuestPhysicalAddress(0x10_2010)) == HostAddress(UnsafeRawPointer(c.baseAddress! + 0x10)))
+        // Adjacent in guest-physical space, not on the host: refused.
+        let across = try GuestPhysicalRange(base: GuestPhysicalAddress(0x10_1800), length: 0x1000)
+        #expect(throws: GuestMemoryError.outsideGuestMemory(across)) { try view.hostRange(of: across) }
+        #expect(throws: GuestMemoryError.outsideGuestMemory(.all)) { try view.hostRange(of: .all) }
+        let below = GuestPhysicalAddress(0xF_FFFF)
+        #expect(throws: GuestMemoryError.outsideGuestMemory(try GuestPhysicalRange(first: below, last: below))) {
+            try view.hostAddress(of: below)
+        }
+        // The writable buffer answers the same way.
+        let w = MutableGuestMemoryBuffer(base: GuestPhysicalAddress(0x10_0000), buffer: a)
+        #expect(try w.hostRange(of: inA) == view.hostRange(of: inA))
+        #expect(throws: GuestMemoryError.self) { try w.hostRange(of: try GuestPhysicalRange(base: GuestPhysicalAddress(0x10_1001), length: 0x1000)) }
+        // Generic code can ask any host-backed memory.
+        func host<M: HostBackedGuestMemory>(_ m: M, _ r: GuestPhysicalRange) throws(GuestMemoryError) -> HostRange { try m.hostRange(of: r) }
+        #expect(try host(view, inA).length == 0x1000)
+        // And whether a range is wholly readable.
+        #expect(view.contains(inA) && !view.contains(across) && w.contains(inA))
+    }
 }

@@ -15,7 +15,7 @@ struct HostileTableTests {
         let root = arena.base.rawValue
         arena.poke(root + 8, 0x7000_0000_0000 | rw)
         #expect(vtdFault(arena, root: root) == PageTableFault(reason: .outsideGuestMemory, level: 2,
-                                                              table: GuestPhysicalAddress(0x7000_0000_0000), index: 0, entry: 0))
+                                                              table: GuestPhysicalAddress(0x7000_0000_0000), index: 0, entry: 0, input: IOVA(0x80_0000_0000)))
         // A root outside memory faults at the root.
         #expect(vtdFault(arena, root: 0x9000_0000)?.reason == .outsideGuestMemory)
     }
@@ -25,12 +25,12 @@ struct HostileTableTests {
         let root = arena.base.rawValue
         // A table pointing at itself.
         arena.poke(root, root | rw)
-        #expect(vtdFault(arena, root: root) == PageTableFault(reason: .loop, level: 3, table: GuestPhysicalAddress(root), index: 0, entry: root | rw))
+        #expect(vtdFault(arena, root: root) == PageTableFault(reason: .loop, level: 3, table: GuestPhysicalAddress(root), index: 0, entry: root | rw, input: IOVA(0)))
         // A grandchild pointing back at the root.
         let t1 = root + 0x1000
         arena.poke(root, t1 | rw)
         arena.poke(t1 + 16, root | rw)
-        #expect(vtdFault(arena, root: root) == PageTableFault(reason: .loop, level: 2, table: GuestPhysicalAddress(t1), index: 2, entry: root | rw))
+        #expect(vtdFault(arena, root: root) == PageTableFault(reason: .loop, level: 2, table: GuestPhysicalAddress(t1), index: 2, entry: root | rw, input: IOVA(0x8000_0000)))
     }
 
     @Test func hugeNumberOfEntriesIsBounded() throws {
@@ -63,7 +63,7 @@ struct HostileTableTests {
         let root = arena.base.rawValue
         arena.poke(root, 0x0000_0000_0000_1083 | rw)  // PS in a PML4E
         #expect(vtdFault(arena, root: root) == PageTableFault(reason: .reservedBitsSet, level: 3, table: GuestPhysicalAddress(root),
-                                                              index: 0, entry: 0x1083))
+                                                              index: 0, entry: 0x1083, input: IOVA(0)))
         arena.poke(root, 0x0001_0000_0000_0003)  // a table past HAW 48
         #expect(vtdFault(arena, root: root)?.reason == .outputBeyondWidth)
     }
@@ -80,7 +80,7 @@ struct HostileTableTests {
         // A 64K-granule table pointer with bits 15:12 set (no LPA): reserved.
         let f = try! ArmVMSAv8(stage: .stage1, granule: .size64K, inputBits: 42, outputBits: 48)
         arena.poke(arena.base.rawValue, 0x20_1003)
-        #expect(throws: PageTableFault(reason: .reservedBitsSet, level: 1, table: arena.base, index: 0, entry: 0x20_1003)) {
+        #expect(throws: PageTableFault(reason: .reservedBitsSet, level: 1, table: arena.base, index: 0, entry: 0x20_1003, input: IOVA(0))) {
             try arena.walker(f, root: arena.base.rawValue).walk { _ in }
         }
     }
@@ -93,20 +93,20 @@ struct HostileTableTests {
         let l0 = try #require(findLeafTable(arena, Formats.arm4K, root: b.root.rawValue))
         for i in 0..<16 { arena.poke(l0 + UInt64(i * 8), 0x0010_0000_0000_1743 &+ UInt64(i) << 12) }
         #expect(throws: PageTableFault(reason: .misalignedOutput, level: 0, table: GuestPhysicalAddress(l0), index: 0,
-                                       entry: 0x0010_0000_0000_1743)) { try b.walker().walk { _ in } }
+                                       entry: 0x0010_0000_0000_1743, input: IOVA(0))) { try b.walker().walk { _ in } }
         // An aligned run with one item pointing elsewhere.
         for i in 0..<16 { arena.poke(l0 + UInt64(i * 8), 0x0010_0000_0001_0743 &+ UInt64(i) << 12) }
         #expect(try b.walker().extents().count == 1)
         arena.poke(l0 + 5 * 8, 0x0010_0000_0009_0743)
         #expect(throws: PageTableFault(reason: .inconsistentContiguousRun, level: 0, table: GuestPhysicalAddress(l0), index: 5,
-                                       entry: 0x0010_0000_0009_0743)) { try b.walker().walk { _ in } }
+                                       entry: 0x0010_0000_0009_0743, input: IOVA(0x5000))) { try b.walker().walk { _ in } }
         // v7s large page written 15 times instead of 16.
         let v = Arena()
         var vb = try v.builder(Formats.v7s)
         try vb.map(IOVA(0x1_0000), to: GuestPhysicalAddress(0x5_0000), size: .size64K, permissions: .read)
         let l2 = try #require(findLeafTable(v, Formats.v7s, root: vb.root.rawValue))
         v.poke(l2 + 31 * 4, 0, bytes: 4)
-        #expect(throws: PageTableFault(reason: .inconsistentContiguousRun, level: 0, table: GuestPhysicalAddress(l2), index: 31, entry: 0)) {
+        #expect(throws: PageTableFault(reason: .inconsistentContiguousRun, level: 0, table: GuestPhysicalAddress(l2), index: 31, entry: 0, input: IOVA(0x1_F000))) {
             try vb.walker().walk { _ in }
         }
     }
@@ -128,27 +128,27 @@ struct HostileTableTests {
         arena.poke(t2, rwAMD | t | 3 << 9)
         arena.poke(root, rwAMD | t2 | 2 << 9)  // now level 4 -> level 2 table
         #expect(throws: PageTableFault(reason: .invalidNextLevel, level: 1, table: GuestPhysicalAddress(t2), index: 0,
-                                       entry: rwAMD | t | 3 << 9)) { try w.walk { _ in } }
+                                       entry: rwAMD | t | 3 << 9, input: IOVA(0))) { try w.walk { _ in } }
     }
 
     @Test func blocksWhereNoneAllowedAndBadEncodings() {
         let arena = Arena()
         let root = arena.base.rawValue
         arena.poke(root, 0x401)  // a level-0 block in a 4K, 48-bit-output table
-        #expect(throws: PageTableFault(reason: .leafNotAllowedAtLevel, level: 3, table: arena.base, index: 0, entry: 0x401)) {
+        #expect(throws: PageTableFault(reason: .leafNotAllowedAtLevel, level: 3, table: arena.base, index: 0, entry: 0x401, input: IOVA(0))) {
             try arena.walker(Formats.arm4K, root: root).walk { _ in }
         }
         arena.poke(root, 0x6000_0000_0000_0001)  // a leaf in the AMD 6-level root
         #expect(throws: PageTableFault.self) { try arena.walker(Formats.amd6, root: root).walk { _ in } }
         arena.poke(root, 0x8000_0000_048D_104B)  // bad Svnapot encoding in an Sv39 root (level 2)
-        #expect(throws: PageTableFault(reason: .invalidPageSizeEncoding, level: 2, table: arena.base, index: 0, entry: 0x8000_0000_048D_104B)) {
+        #expect(throws: PageTableFault(reason: .invalidPageSizeEncoding, level: 2, table: arena.base, index: 0, entry: 0x8000_0000_048D_104B, input: IOVA(0))) {
             try arena.walker(Formats.sv39, root: root).walk { _ in }
         }
     }
 
     @Test func nonCanonicalInput() {
         let arena = Arena()
-        #expect(throws: PageTableFault(reason: .inputOutsideSpace, level: 3, table: arena.base, index: 0, entry: 0x0000_8000_0000_1000)) {
+        #expect(throws: PageTableFault(reason: .inputOutsideSpace, level: 3, table: arena.base, index: 0, entry: 0x0000_8000_0000_1000, input: IOVA(0x0000_8000_0000_1000))) {
             try arena.walker(Formats.x86, root: arena.base.rawValue).translate(IOVA(0x0000_8000_0000_1000))
         }
         #expect(throws: PageTableFault.self) {

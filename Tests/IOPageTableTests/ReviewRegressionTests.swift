@@ -28,9 +28,11 @@ import Testing
         var host = try target.builder(try X86FirstStage(levels: 4))
         #expect(throws: PageTableBuildError.permissionsNotExpressible([.write])) { try host.mirror(armGuest.walker()) }
         // AMD v1 has independent IR and IW bits: write-only mirrors as it is.
-        var amd = try Arena().builder(try AMDv1(levels: 4))
+        let amdArena = Arena()  // kept alive while the builder writes into it
+        var amd = try amdArena.builder(try AMDv1(levels: 4))
         #expect(try amd.mirror(armGuest.walker()) == 1)
         #expect(try amd.walker().extents().map(\.permissions) == [[.write]])
+        withExtendedLifetime(amdArena) {}
     }
 
     /// AMD v1 never installs 512 GiB leaves (a hardware erratum the kernel honours).

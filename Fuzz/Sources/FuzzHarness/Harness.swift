@@ -18,6 +18,12 @@ public struct FuzzMemory: GuestMemory {
         return UInt32(v)
     }
 
+    /// Every byte below the window reads; nothing above it (one comparison instead of the
+    /// protocol's word-by-word probe).
+    public func contains(_ range: GuestPhysicalRange) -> Bool {
+        !bytes.isEmpty && range.last.rawValue < Self.window
+    }
+
     public func load64(at address: GuestPhysicalAddress) -> UInt64? {
         let a = address.rawValue
         guard !bytes.isEmpty, a < Self.window - 7 else { return nil }

@@ -86,6 +86,11 @@ public struct PageTableBuilder<Format: PageTableFormat, Memory: WritableGuestMem
     public var allocator: Allocator
     /// Guest-physical address of the root table.
     public let root: GuestPhysicalAddress
+    /// The budget of the walks the builder does itself (unmap's, and map's check that a subtree
+    /// it replaces by a leaf is empty) and the default of ``walker(budget:)``; raise it to unmap
+    /// more than ``WalkBudget/default`` covers at once. ``mirror(_:range:)`` walks with the
+    /// source walker's own budget.
+    public var walkBudget: WalkBudget = .default
 
     /// A new, empty table: allocates and zeroes the root.
     /// - Throws: ``PageTableBuildError/outOfTableMemory`` or ``PageTableBuildError/guestMemoryWrite(_:)``.
@@ -107,9 +112,9 @@ public struct PageTableBuilder<Format: PageTableFormat, Memory: WritableGuestMem
         self.root = root
     }
 
-    /// A walker over this table.
-    public func walker(budget: WalkBudget = .default) -> PageTableWalker<Format, Memory> {
-        PageTableWalker(format: format, memory: memory, root: root, budget: budget)
+    /// A walker over this table, with ``walkBudget`` unless told another budget.
+    public func walker(budget: WalkBudget? = nil) -> PageTableWalker<Format, Memory> {
+        PageTableWalker(format: format, memory: memory, root: root, budget: budget ?? walkBudget)
     }
 
     // MARK: Map
@@ -186,13 +191,15 @@ public struct PageTableBuilder<Format: PageTableFormat, Memory: WritableGuestMem
                 table = t.rawValue
             case .table(let next, let nextLevel, _):
                 guard nextLevel == level - 1 else {
-                    throw .tableFault(PageTableFault(reason: .invalidNextLevel, level: level, table: GuestPhysicalAddress(table), index: index, entry: raw))
+                    throw .tableFault(PageTableFault(reason: .invalidNextLevel, level: level, table: GuestPhysicalAddress(table), index: index,
+                                                     entry: raw, input: entryInput(span, level)))
                 }
                 table = next.rawValue
             case .leaf:
                 throw .alreadyMapped(input)
             case .fault(let r):
-                throw .tableFault(PageTableFault(reason: r, level: level, table: GuestPhysicalAddress(table), index: index, entry: raw))
+                throw .tableFault(PageTableFault(reason: r, level: level, table: GuestPhysicalAddress(table), index: index, entry: raw,
+                                                 input: entryInput(span, level)))
             }
             level -= 1
         }
@@ -208,11 +215,20 @@ public struct PageTableBuilder<Format: PageTableFormat, Memory: WritableGuestMem
                 let itemSpan = (span & ~lowMask(sizeShift)) &+ (UInt64(k - first) << UInt64(shift))
                 let r = try! IOVARange(first: format.inputAddress(ofSpan: itemSpan), last: format.inputAddress(ofSpan: itemSpan | lowMask(shift)))
                 var any = false
-                do { try walker().walk(r) { _ in any = true } } catch { throw .tableFault(error) }
+                do {
+                    try walker().visitLeaves(r) { (_: LeafExtent) throws(Never) -> WalkControl in any = true; return .stop }
+                } catch {
+                    switch error {
+                    case .fault(let f): throw .tableFault(f)
+                    case .visitor(let never): switch never {}
+                    }
+                }
                 if any { throw .alreadyMapped(input) }
             case .leaf: throw .alreadyMapped(input)
             case .fault(let r):
-                throw .tableFault(PageTableFault(reason: r, level: target, table: GuestPhysicalAddress(table), index: k, entry: raw))
+                let itemSpan = (span & ~lowMask(sizeShift)) &+ (UInt64(k - first) << UInt64(shift))
+                throw .tableFault(PageTableFault(reason: r, level: target, table: GuestPhysicalAddress(table), index: k, entry: raw,
+                                                 input: format.inputAddress(ofSpan: itemSpan)))
             }
         }
         for k in 0..<count {
@@ -251,7 +267,7 @@ public struct PageTableBuilder<Format: PageTableFormat, Memory: WritableGuestMem
                   nextLevel < level, nextLevel >= leaf.level
             else {
                 throw .tableFault(PageTableFault(reason: .invalidNextLevel, level: level, table: GuestPhysicalAddress(table),
-                                                 index: index, entry: raw))
+                                                 index: index, entry: raw, input: entryInput(span, level)))
             }
             // Skipped levels (AMD v1): follow the pointer to whichever level it names.
             table = next.rawValue
@@ -301,6 +317,11 @@ public struct PageTableBuilder<Format: PageTableFormat, Memory: WritableGuestMem
     }
 
     // MARK: Memory
+
+    /// The first input address of the entry translating span address `span` at `level`.
+    func entryInput(_ span: UInt64, _ level: Int) -> IOVA {
+        format.inputAddress(ofSpan: span & ~lowMask(format.itemShift(level: level)))
+    }
 
     @inline(__always)
     func index(_ span: UInt64, _ level: Int) -> Int {

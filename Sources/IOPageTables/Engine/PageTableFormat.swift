@@ -26,7 +26,8 @@ public enum DecodedEntry: Hashable, Sendable {
 public struct DecodedLeaf: Hashable, Sendable {
     /// The output address this entry holds (for a run with per-item outputs, this item's).
     public var output: UInt64
-    /// log2 of the whole leaf's bytes: the item size, or more for a contiguous run.
+    /// log2 of the whole leaf's bytes: the item size, or more for a contiguous run (of at
+    /// most 256 items, aligned to its size; the walker faults a longer one).
     public var sizeShift: Int
     public var permissions: Permissions
     /// Every item of a run holds the run's base output (AMD NL=7, v7s, Svnapot) rather than

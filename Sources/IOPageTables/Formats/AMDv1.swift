@@ -1,7 +1,7 @@
 /// AMD IOMMU v1 host page table (AMD IOMMU spec #48882 §2.2.3, Tables 14 and 15).
 ///
-/// PR b0, NextLevel b11:9, address b51:12, IR b61 / IW b62 (ANDed down the walk), bits 58:52
-/// reserved. A PDE's NextLevel names the next table's level and may skip levels (the skipped
+/// PR b0, NextLevel b11:9, address b51:12, IR b61 / IW b62 (ANDed down the walk). Reserved:
+/// bits 60:52 in a PDE, 58:52 in a PTE (where b59 is U and b60 FC). A PDE's NextLevel names the next table's level and may skip levels (the skipped
 /// input bits must then be zero, so the walk reports nothing there). NextLevel 0 is a leaf of
 /// the level's default size; 7 encodes the size in the address (bits n-2...12 one, bit n-1
 /// zero for 2^n bytes) and the entry is replicated across the naturally aligned run. The
@@ -20,7 +20,9 @@ public struct AMDv1: PageTableFormat {
 
     static let present: UInt64 = 1 << 0
     static let address = bitField(51, 12)
+    /// Reserved in every entry; a PDE also reserves 60:59 (a PTE's U and FC).
     static let reserved = bitField(58, 52)
+    static let pdeReserved = bitField(60, 52)
     static let readable: UInt64 = 1 << 61
     static let writable: UInt64 = 1 << 62
     static let nextLevelSize: UInt64 = 7
@@ -41,6 +43,7 @@ public struct AMDv1: PageTableFormat {
         if e & Self.writable != 0 { p.insert(.write) }
         let nextLevel = (e >> 9) & 7
         if nextLevel != 0 && nextLevel != Self.nextLevelSize {
+            guard e & Self.pdeReserved == 0 else { return .fault(.reservedBitsSet) }
             guard level > 0 else { return .fault(.invalidNextLevel) }
             return .table(GuestPhysicalAddress(field), nextLevel: Int(nextLevel) - 1, allows: p)
         }

@@ -3,7 +3,8 @@
 /// No present bit: an entry is present iff R or W is set, and R/W are ANDed down the walk.
 /// PS marks a 2M (PDE) or 1G (PDPE) leaf and is reserved in PML4E/PML5E. Reserved bits,
 /// as the spec's per-level masks: address bits at or above the host address width, bit 11
-/// (SNP) without snoop control, bit 62 (TM), and the low address bits of a large leaf.
+/// (SNP) in every non-leaf entry and, without snoop control, in leaves too, bit 62 (TM), and
+/// the low address bits of a large leaf.
 public struct VTdSecondStage: PageTableFormat {
     /// 3, 4 or 5 levels (context `AW` = levels - 2): 39, 48 or 57 input bits.
     public let levels: Int
@@ -12,7 +13,7 @@ public struct VTdSecondStage: PageTableFormat {
     /// `CAP.SLLPS` bit 0 (2M) and bit 1 (1G).
     public let supports2M: Bool
     public let supports1G: Bool
-    /// `ECAP.SC`: bit 11 (SNP) is allowed.
+    /// `ECAP.SC`: bit 11 (SNP) is allowed in leaves (never in entries that point to a table).
     public let snoopControl: Bool
 
     public init(levels: Int = 4, outputBits: Int = 48, supports2M: Bool = true, supports1G: Bool = true,
@@ -51,6 +52,11 @@ public struct VTdSecondStage: PageTableFormat {
         else if level > 0 && ps && !largeAllowed(level) { return .fault(.reservedBitsSet) }
         let leaf = level == 0 || ps
         if leaf && level > 0 { reserved |= bitField(itemShift(level: level) - 1, 12) }
+        // SNP is a leaf attribute: VT-d §9.8 lists bit 11 as reserved in the SS-PML5E, SS-PML4E
+        // and the SS-PDPE/SS-PDE that reference a table, whatever ECAP.SC says. QEMU's emulated
+        // VT-d agrees: its non-leaf masks VTD_SPTE_PAGE_L2/L3/L4_RSVD_MASK always hold
+        // VTD_SPTE_SNP (0x800), and snoop control clears it only from the leaf masks.
+        if !leaf { reserved |= Self.snoop }
         guard e & reserved == 0 else { return .fault(.reservedBitsSet) }
         var p: Permissions = []
         if e & Self.read != 0 { p.insert(.read) }

@@ -2,8 +2,9 @@
 /// tables (AMD IOMMU spec §2.2.6); the CPU's IA-32e paging layout.
 ///
 /// P b0, R/W b1, U/S b2 (ANDed down the walk), PS b7 in PDE/PDPE (reserved above), PAT b12
-/// in large leaves (not an address bit), XD b63 (ORed). Inputs are canonical (sign-extended)
-/// unless `signExtended` is false (AMD v2 PASID 0 without sign extension).
+/// in large leaves (not an address bit), XD b63 (ORed) when ``noExecuteEnabled``, reserved
+/// otherwise. Inputs are canonical (sign-extended) unless `signExtended` is false (AMD v2
+/// PASID 0 without sign extension).
 public struct X86FirstStage: PageTableFormat {
     /// 4 (48-bit) or 5 (57-bit) levels.
     public let levels: Int
@@ -12,14 +13,20 @@ public struct X86FirstStage: PageTableFormat {
     public let signExtended: Bool
     /// `CAP.FS1GP`: 1G leaves.
     public let supports1G: Bool
+    /// Bit 63 is XD (execute-disable), as with the CPU's `EFER.NXE` = 1; when false it is a
+    /// reserved bit (a fault in any entry) and every leaf is executable. Default true: Linux
+    /// runs with NX on and its IO tables may set XD.
+    public let noExecuteEnabled: Bool
 
-    public init(levels: Int = 4, outputBits: Int = 52, signExtended: Bool = true, supports1G: Bool = true) throws(FormatConfigurationError) {
+    public init(levels: Int = 4, outputBits: Int = 52, signExtended: Bool = true, supports1G: Bool = true,
+                noExecuteEnabled: Bool = true) throws(FormatConfigurationError) {
         guard levels == 4 || levels == 5 else { throw FormatConfigurationError("x86 first stage has 4 or 5 levels") }
         guard (32...52).contains(outputBits) else { throw FormatConfigurationError("x86 physical address width must be 32...52 bits") }
         self.levels = levels
         self.outputBits = outputBits
         self.signExtended = signExtended
         self.supports1G = supports1G
+        self.noExecuteEnabled = noExecuteEnabled
     }
 
     static let present: UInt64 = 1 << 0
@@ -41,6 +48,7 @@ public struct X86FirstStage: PageTableFormat {
         guard e & Self.present != 0 else { return .empty }
         var addr = e & Self.address
         guard addr >> UInt64(outputBits) == 0 else { return .fault(.outputBeyondWidth) }
+        guard noExecuteEnabled || e & Self.executeDisable == 0 else { return .fault(.reservedBitsSet) }
         let ps = level > 0 && e & Self.pageSize != 0
         if ps && (level >= 3 || (level == 2 && !supports1G)) { return .fault(.reservedBitsSet) }
         var p: Permissions = .read
@@ -62,13 +70,14 @@ public struct X86FirstStage: PageTableFormat {
         level == 0 || level == 1 || (level == 2 && supports1G) ? bit(itemShift(level: level)) : 0
     }
 
-    public func canExpress(_ p: Permissions) -> Bool { p.contains(.read) }
+    /// Present implies readable; without NX every leaf is executable too.
+    public func canExpress(_ p: Permissions) -> Bool { p.contains(.read) && (noExecuteEnabled || p.contains(.execute)) }
 
     public func encodeLeaf(output: UInt64, sizeShift: Int, level: Int, permissions: Permissions, replica: Int) -> UInt64 {
         var e = (output & Self.address) | Self.present | Self.accessed
         if permissions.contains(.write) { e |= Self.writable | Self.dirty }
         if permissions.contains(.user) { e |= Self.user }
-        if !permissions.contains(.execute) { e |= Self.executeDisable }
+        if !permissions.contains(.execute) && noExecuteEnabled { e |= Self.executeDisable }
         if level > 0 { e |= Self.pageSize }
         return e
     }

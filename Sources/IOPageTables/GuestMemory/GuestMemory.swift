@@ -9,6 +9,44 @@ public protocol GuestMemory {
     func load32(at address: GuestPhysicalAddress) -> UInt32?
     /// The 8 bytes at `address`, little-endian; `nil` outside guest memory.
     func load64(at address: GuestPhysicalAddress) -> UInt64?
+    /// Whether every byte of `range` can be read. The walker asks this once per table before
+    /// reading any of its entries.
+    func contains(_ range: GuestPhysicalRange) -> Bool
+}
+
+extension GuestMemory {
+    /// Probes every 4-byte word of `range` with ``load32(at:)`` (a range under 4 bytes: the
+    /// word at its start), so it is exact for any conformer whose reads are word-granular; costs
+    /// one load per word. ``GuestMemoryView`` and ``MutableGuestMemoryBuffer`` answer in one lookup.
+    public func contains(_ range: GuestPhysicalRange) -> Bool {
+        let first = range.first.rawValue
+        let last = range.last.rawValue
+        guard last - first >= 3 else { return load32(at: range.first) != nil }
+        var a = first
+        while last - a >= 3 {
+            guard load32(at: GuestPhysicalAddress(a)) != nil else { return false }
+            if last - a == 3 { return true }
+            a += 4
+        }
+        return load32(at: GuestPhysicalAddress(last - 3)) != nil
+    }
+}
+
+/// Guest memory whose bytes are host memory of this process: guest-physical ranges can be
+/// turned into host ranges (to map into an IOAS, or to read and write directly).
+public protocol HostBackedGuestMemory: GuestMemory {
+    /// The host bytes behind `range`, which must lie wholly inside one region of host memory
+    /// (contiguous on the host).
+    /// - Throws: ``GuestMemoryError/outsideGuestMemory(_:)`` otherwise.
+    func hostRange(of range: GuestPhysicalRange) throws(GuestMemoryError) -> HostRange
+}
+
+extension HostBackedGuestMemory {
+    /// The host address of guest-physical `address` (one byte).
+    /// - Throws: ``GuestMemoryError/outsideGuestMemory(_:)`` when it is not guest memory.
+    public func hostAddress(of address: GuestPhysicalAddress) throws(GuestMemoryError) -> HostAddress {
+        try hostRange(of: try! GuestPhysicalRange(first: address, last: address)).first
+    }
 }
 
 /// Guest memory the builder may write page-table entries into.
@@ -27,9 +65,12 @@ public enum GuestMemoryError: Error, Hashable, Sendable, CustomStringConvertible
     case invalidRegion(base: GuestPhysicalAddress, length: Int)
     /// A system call failed; `errno` is the C errno.
     case systemCall(String, errno: Int32)
+    /// The guest-physical range is not wholly inside one region of guest memory.
+    case outsideGuestMemory(GuestPhysicalRange)
 
     public var description: String {
         switch self {
+        case .outsideGuestMemory(let r): "\(r) is not inside one region of guest memory"
         case .overlappingRegions(let a, let b): "guest memory regions at \(a) and \(b) overlap"
         case .invalidRegion(let b, let l): "invalid guest memory region \(b) + \(l) bytes"
         case .systemCall(let name, let e): "\(name) failed: errno \(e)"
@@ -78,7 +119,7 @@ public struct GuestMemoryRegion: @unchecked Sendable {
 ///
 /// Lookup is a binary search over the regions (one comparison for the common single region);
 /// a read touches no reference counts.
-public struct GuestMemoryView: GuestMemory, @unchecked Sendable {
+public struct GuestMemoryView: HostBackedGuestMemory, @unchecked Sendable {
     public let regions: [GuestMemoryRegion]
     /// The regions' bounds and pointers, sorted, without their owners.
     @usableFromInline let spans: [Span]
@@ -118,6 +159,21 @@ public struct GuestMemoryView: GuestMemory, @unchecked Sendable {
         }
     }
 
+    /// Whether `range` lies wholly inside one region (a binary search).
+    @inlinable
+    public func contains(_ range: GuestPhysicalRange) -> Bool {
+        guard let length = range.length else { return false }
+        return pointer(range.first, size: length) != nil
+    }
+
+    /// The host bytes behind `range`, which must lie wholly inside one region.
+    /// - Throws: ``GuestMemoryError/outsideGuestMemory(_:)`` otherwise.
+    public func hostRange(of range: GuestPhysicalRange) throws(GuestMemoryError) -> HostRange {
+        guard let length = range.length, let p = pointer(range.first, size: length),
+              let host = try? HostRange(base: HostAddress(p), length: length) else { throw .outsideGuestMemory(range) }
+        return host
+    }
+
     @inlinable
     public func load32(at address: GuestPhysicalAddress) -> UInt32? {
         guard let p = pointer(address, size: 4) else { return nil }
@@ -135,7 +191,7 @@ public struct GuestMemoryView: GuestMemory, @unchecked Sendable {
 ///
 /// The buffer is not owned: the caller keeps it alive and does not share it across threads
 /// while the builder writes.
-public struct MutableGuestMemoryBuffer: WritableGuestMemory, @unchecked Sendable {
+public struct MutableGuestMemoryBuffer: WritableGuestMemory, HostBackedGuestMemory, @unchecked Sendable {
     public let base: GuestPhysicalAddress
     public let buffer: UnsafeMutableRawBufferPointer
 
@@ -150,6 +206,21 @@ public struct MutableGuestMemoryBuffer: WritableGuestMemory, @unchecked Sendable
         guard address >= base, off <= UInt64(buffer.count), UInt64(buffer.count) - off >= UInt64(size),
               let start = buffer.baseAddress else { return nil }
         return start + Int(off)
+    }
+
+    public func contains(_ range: GuestPhysicalRange) -> Bool {
+        guard let length = range.length, length <= UInt64(Int.max) else { return false }
+        return pointer(range.first, size: Int(length)) != nil
+    }
+
+    /// The host bytes behind `range`, which must lie wholly inside the buffer.
+    /// - Throws: ``GuestMemoryError/outsideGuestMemory(_:)`` otherwise.
+    public func hostRange(of range: GuestPhysicalRange) throws(GuestMemoryError) -> HostRange {
+        guard let length = range.length, length <= UInt64(Int.max), let p = pointer(range.first, size: Int(length)),
+              let host = try? HostRange(base: HostAddress(UnsafeRawPointer(p)), length: length) else {
+            throw .outsideGuestMemory(range)
+        }
+        return host
     }
 
     public func load32(at address: GuestPhysicalAddress) -> UInt32? {
