@@ -73,7 +73,10 @@ qemu=(qemu-system-x86_64 -accel "$accel" -smp 2 -m "${memory}M" -nographic -no-r
   -fsdev "local,id=work,path=$work,security_model=none"
   -device virtio-9p-pci,fsdev=work,mount_tag=work,bus=pcie.0
   -nic none -kernel "$kernel" -initrd "$initrd"
-  -append "console=ttyS0 intel_iommu=on quiet panic=-1 hugepages=64 rdinit=/init")
+  -append "console=ttyS0 intel_iommu=on quiet panic=-1 hugepages=64 rdinit=/init no_timer_check")
+# no_timer_check: the kernel's boot test of the IO-APIC timer counts ticks over a busy-wait;
+# under TCG on a loaded host the ticks come late and it panics ("timer doesn't work through
+# Interrupt-remapped IO-APIC"). QEMU's timer is known good, so skip the test.
 [ "$accel" = kvm ] && qemu+=(-cpu host)
 
 start=$(date +%s)
