@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
-# Every test of the project, as CI runs them:
+# Every build and test of the project, as CI runs them:
+#   0. builds: debug with tests, release (every product), release with tests, Benchmarks/ in
+#      release; any build failure stops here with a nonzero status;
 #   1. the host tier (ABI goldens, argument checks on the kernel model, page-table formats,
-#      capability decoding) with `swift test`;
+#      capability decoding) with `swift test`, in debug and again in release, where optimiser
+#      bugs show;
 #   2. the kernel tier inside a VM running a real 7.x kernel with iommufd, an emulated Intel
 #      VT-d and two edu DMA devices (or directly, where this machine has /dev/iommu);
-#   3. a bounded fuzz run of every page-table walker.
+#   3. the self-test of the VM harness (Harness/selftest.sh);
+#   4. a bounded fuzz run of every page-table walker.
 # Ends with one line 'N passed, N failed, N skipped' and a nonzero status if anything failed.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -18,13 +22,27 @@ Harness/apt-setup.sh || exit 1
 kernel=$(Harness/build-kernel.sh | tail -1) || exit 1
 echo "kernel: $(cat "$(dirname "$kernel")/version")"
 
-step "build"
-swift build --build-tests 2>&1 | { grep -Ev '^\[[0-9]+/[0-9]+\]' || true; }
-[ "${PIPESTATUS[0]}" -eq 0 ] || { echo "build failed"; exit 1; }
+# build ARGS...: `swift build ARGS`, its progress lines dropped; a failure ends CI here.
+build() {
+  step "build: swift build $*"
+  swift build "$@" 2>&1 | { grep -Ev '^\[[0-9]+/[0-9]+\]' || true; }
+  [ "${PIPESTATUS[0]}" -eq 0 ] || { echo "build failed: swift build $*"; exit 1; }
+}
+build --build-tests
+build -c release
+# The host tier's @testable imports need -enable-testing, which would rebuild .build/release
+# on every switch between the two; this build keeps its own scratch path.
+release_tests=(-c release --scratch-path .build-release)
+build "${release_tests[@]}" --build-tests -Xswiftc -enable-testing
+build -c release --package-path Benchmarks
 
-step "host tier"
-SWIFT_IOMMUFD_REQUIRE_ABI_CHECK=1 swift test --skip-build --skip KernelTests \
-  --xunit-output "$results/host.xml" || status=1
+# The xUnit files are named by tier: swift test writes NAME-swift-testing.xml for NAME.xml.
+for config in debug release; do
+  step "host tier, $config"
+  args=(); [ "$config" = release ] && args=("${release_tests[@]}")
+  SWIFT_IOMMUFD_REQUIRE_ABI_CHECK=1 swift test "${args[@]}" --skip-build --skip KernelTests \
+    --xunit-output "$results/host-$config.xml" || status=1
+done
 
 step "kernel tier"
 bundle=.build/debug/swift-iommufdPackageTests.xctest
@@ -41,7 +59,11 @@ else
   cp "$results/vm/kernel.xml" "$results/kernel-swift-testing.xml" 2>/dev/null
 fi
 
-tiers=("$results/host-swift-testing.xml" "$results/kernel-swift-testing.xml")
+step "harness self-test: quoting, status and clean-up of run-in-vm.sh"
+HIL_KERNEL=$kernel Harness/selftest.sh --xunit "$results/harness-selftest.xml" || status=1
+
+tiers=("$results/host-debug-swift-testing.xml" "$results/host-release-swift-testing.xml"
+  "$results/kernel-swift-testing.xml" "$results/harness-selftest.xml")
 if [ -x Fuzz/run.sh ]; then
   step "fuzz: every page-table walker, bounded"
   Fuzz/run.sh "${FUZZ_SECONDS:-10}" --xunit "$results/fuzz.xml" || status=1

@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import CIOMMUFD
 import IOMMUFD
 import Testing
 
@@ -196,9 +197,38 @@ struct IOASKernelTests {
         expectKernelError(.badFileDescriptor, .adopt) { try IOMMUFDContext(adopting: 4000) }
     }
 
+    /// Closing an iommufd destroys its objects, and with them what they hold: an IOAS mapping
+    /// with a domain attached keeps its pages pinned, and close releases the pins. The kernel's
+    /// mock IOMMU reads the pin count of each page, asked through a second iommufd that stays open.
     @Test func closeDestroysObjects() throws {
+        let observer = try IOMMUFDContext()
+        let buffer = try patterned(4 * page, seed: 3)
         let fd = try IOMMUFDContext()
-        _ = try fd.allocateIOAS()
+        let ioas = try fd.allocateIOAS()
+        _ = try fd.addMockDevice(to: PageTableID(ioas))
+        _ = try fd.map(buffer, into: ioas, at: IOVA(1 << 24))
+        // Both answers, so the check cannot pass by ignoring the pages.
+        #expect(observer.mockCheckPins(buffer, equal: 1) == nil)
+        #expect(observer.mockCheckPins(buffer, equal: 0) == .ioError)
         try fd.close()
+        #expect(observer.mockCheckPins(buffer, equal: 0) == nil)
+        #expect(observer.mockCheckPins(buffer, equal: 1) == .ioError)
+    }
+}
+
+extension IOMMUFDContext {
+    /// Asks the mock IOMMU whether every page of `buffer` is pinned `pins` times (long-term
+    /// pins, as a domain takes them); nil when so, else the kernel's errno (`EIO`: a page differs).
+    /// The library has no call for it, so this builds `IOMMU_TEST_OP_MD_CHECK_REFS` itself.
+    func mockCheckPins(_ buffer: borrowing DMABuffer, equal pins: UInt32) -> Errno? {
+        var cmd = cio_iommu_test_cmd()
+        cmd.size = UInt32(MemoryLayout<cio_iommu_test_cmd>.size)
+        cmd.op = CIO_IOMMU_TEST_OP_MD_CHECK_REFS
+        cmd.check_refs.uptr = buffer.address.rawValue
+        cmd.check_refs.length = UInt64(buffer.length)
+        cmd.check_refs.refs = pins
+        let r = withUnsafeMutableBytes(of: &cmd) { kernel.ioctl(descriptor, .testCommand, $0.baseAddress) }
+        if case .failure(let e) = r { return e }
+        return nil
     }
 }

@@ -43,7 +43,7 @@ func benchmarkWalk<F: PageTableFormat>(_ name: String, _ format: F, mappedBytes:
         }
     }
     // Walk through the read-only region view, as the mirror engine would.
-    let view = try GuestMemoryView(regions: [memory.region])
+    let view = try GuestMemoryView(regions: [try memory.region()])
     let walker = PageTableWalker(format: format, memory: view, root: builder.root)
     var stats = WalkStatistics()
     var sink: UInt64 = 0
