@@ -82,7 +82,6 @@ extension IOMMUFDContext {
     /// whole 64-bit range unmaps everything (``unmapAll(from:)``).
     ///
     /// The corresponding ioctl is `IOMMU_IOAS_UNMAP`.
-    @inlinable
     public func unmap(_ range: IOVARange, from ioas: IOASID) throws(IOMMUFDError) -> UInt64 {
         try unmap(iova: range.first.rawValue, length: range.last.rawValue &- range.first.rawValue &+ 1, ioas, .unmap)
     }
@@ -97,7 +96,7 @@ extension IOMMUFDContext {
     /// `IOMMU_IOAS_UNMAP` of `length` bytes at `iova`; a length of 0 stands for the whole
     /// 64-bit space (`[0, 2^64)` wraps to 0), which the kernel takes as iova 0, length
     /// `UInt64.max`.
-    @usableFromInline
+    @inline(__always)
     func unmap(iova: UInt64, length: UInt64, _ ioas: IOASID, _ operation: IOMMUFDError.Operation) throws(IOMMUFDError) -> UInt64 {
         var cmd = makeCommand(cio_iommu_ioas_unmap.self)
         cmd.ioas_id = ioas.rawValue
