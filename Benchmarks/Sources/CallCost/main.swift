@@ -5,7 +5,8 @@
 //                         under callgrind (Benchmarks/call-cost.sh) for instructions per call
 //   CallCost kernel [R]   /dev/iommu (the test VM): one 4 KiB page mapped and unmapped at a
 //                         fixed IOVA, Swift and C taking turns on one IOAS, without and with a
-//                         mock-IOMMU domain; per-call times and the ratio Swift/C
+//                         mock-IOMMU domain; per-call times and the ratio Swift/C. Under
+//                         callgrind, the user-space instructions of R real calls instead
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -118,11 +119,13 @@ struct StubKernel: KernelInterface {
 
 /// One measured region: `iterations` calls between a callgrind zero and a dump named
 /// "NAME n=ITERATIONS" (Benchmarks/call-cost.sh divides), and their allocations and time.
+/// The body gets the call's index, 0 to `iterations + 100` (the first 100 warm caches and
+/// lazy globals, uncounted).
 func region(_ name: String, _ iterations: Int, _ body: (Int) throws(IOMMUFDError) -> Void) throws(IOMMUFDError) {
-    for i in 0..<100 { try body(i) }  // warm: lazy globals, caches
+    for i in 0..<100 { try body(i) }
     let a = cc_allocations(), t = now()
     cc_callgrind_zero()
-    for i in 0..<iterations { try body(i) }
+    for i in 100..<(100 + iterations) { try body(i) }
     cc_callgrind_dump("\(name) n=\(iterations)")
     let ns = Double(now() - t) / Double(iterations)
     let allocations = Double(cc_allocations() - a) / Double(iterations)
@@ -173,56 +176,80 @@ func stubCosts(iterations: Int) throws(IOMMUFDError) {
 
 // MARK: The real kernel
 
-struct Series {
-    var perCall: [Double] = []
-    mutating func add(_ ns: UInt64, _ calls: Int) { perCall.append(Double(ns) / Double(calls)) }
+/// One call's time in ns, the timer's own cost included (measured apart as `timer`).
+@inline(__always)
+func timed(_ body: () -> Void) -> Double {
+    let t = now()
+    body()
+    return Double(now() - t)
 }
 
 /// `rounds` rounds of `batch` maps (one 4 KiB page at consecutive fixed IOVAs) then `batch`
-/// unmaps, C and Swift taking turns (the first of the two alternates).
+/// unmaps, a C call and a Swift call in turn (which goes first alternates), each timed on its
+/// own: a slow moment of the machine falls on both. C maps below `base`, Swift above it.
 func kernelCosts(_ ctx: borrowing IOMMUFDContext, _ ioas: IOASID, host: HostRange, rounds: Int, batch: Int, label: String) throws(IOMMUFDError) {
     let fd = ctx.descriptor
-    let base: UInt64 = 0x100_0000
-    let ranges = (0..<batch).map { iovaRange(base + UInt64($0) * page, page) }
-    var cMap = Series(), cUnmap = Series(), swiftMap = Series(), swiftUnmap = Series()
+    let cBase: UInt64 = 0x100_0000, swiftBase: UInt64 = 0x200_0000
+    let swiftRanges = (0..<batch).map { iovaRange(swiftBase + UInt64($0) * page, page) }
+    var cMap: [Double] = [], cUnmap: [Double] = [], swiftMap: [Double] = [], swiftUnmap: [Double] = [], timer: [Double] = []
+    var failure: IOMMUFDError?
 
-    func runC() {
-        var t = now()
-        for r in ranges {
-            let e = cc_map(fd, ioas.rawValue, host.first.rawValue, page, r.first.rawValue, readWrite)
-            if e != 0 { fail("C map: errno \(e)") }
-        }
-        cMap.add(now() - t, batch)
-        t = now()
-        for r in ranges {
-            let e = cc_unmap(fd, ioas.rawValue, r.first.rawValue, page)
-            if e != 0 { fail("C unmap: errno \(e)") }
-        }
-        cUnmap.add(now() - t, batch)
+    func c(_ map: Bool, _ i: Int) -> Double {
+        let iova = cBase + UInt64(i) * page
+        var e: CInt = 0
+        let ns = timed { e = map ? cc_map(fd, ioas.rawValue, host.first.rawValue, page, iova, readWrite) : cc_unmap(fd, ioas.rawValue, iova, page) }
+        if e != 0 { fail("C \(map ? "map" : "unmap"): errno \(e)") }
+        return ns
     }
-    func runSwift() throws(IOMMUFDError) {
-        var t = now()
-        for r in ranges { _ = try ctx.map(host, into: ioas, at: r.first) }
-        swiftMap.add(now() - t, batch)
-        t = now()
-        for r in ranges { _ = try ctx.unmap(r, from: ioas) }
-        swiftUnmap.add(now() - t, batch)
+    func swift(_ map: Bool, _ i: Int) -> Double {
+        let r = swiftRanges[i]
+        return timed {
+            do throws(IOMMUFDError) {
+                if map { _ = try ctx.map(host, into: ioas, at: r.first) } else { _ = try ctx.unmap(r, from: ioas) }
+            } catch { failure = error }
+        }
     }
 
-    runC(); try runSwift()  // warm
-    cMap = Series(); cUnmap = Series(); swiftMap = Series(); swiftUnmap = Series()
-    for round in 0..<rounds {
-        if round % 2 == 0 { runC(); try runSwift() } else { try runSwift(); runC() }
+    for round in -1..<rounds {  // round -1 warms up
+        for map in [true, false] {
+            for i in 0..<batch {
+                let cFirst = (i + round) % 2 == 0
+                let first = cFirst ? c(map, i) : swift(map, i)
+                let second = cFirst ? swift(map, i) : c(map, i)
+                if let failure { throw failure }
+                guard round >= 0 else { continue }
+                let (cNs, swiftNs) = cFirst ? (first, second) : (second, first)
+                if map { cMap.append(cNs); swiftMap.append(swiftNs) } else { cUnmap.append(cNs); swiftUnmap.append(swiftNs) }
+                timer.append(timed {})
+            }
+        }
     }
-    func report(_ name: String, _ swift: Series, _ c: Series) {
-        let ratios = zip(swift.perCall, c.perCall).map { $0 / $1 }
-        print("    \(name): Swift \(fmt(median(swift.perCall))) ns/call, C \(fmt(median(c.perCall))) ns/call, "
-              + "Swift/C \(fmt(median(swift.perCall) / median(c.perCall), 3))x "
-              + "(median of per-round ratios \(fmt(median(ratios), 3))x; best Swift \(fmt(swift.perCall.min()!)) C \(fmt(c.perCall.min()!)))")
+    let overhead = median(timer)
+    func report(_ name: String, _ swift: [Double], _ c: [Double]) {
+        let s = median(swift) - overhead, k = median(c) - overhead
+        let sMean = swift.reduce(0, +) / Double(swift.count) - overhead, kMean = c.reduce(0, +) / Double(c.count) - overhead
+        print("    \(name): Swift \(fmt(s)) ns/call, C \(fmt(k)) ns/call, Swift/C \(fmt(s / k, 3))x "
+              + "(means: Swift \(fmt(sMean)), C \(fmt(kMean)), \(fmt(sMean / kMean, 3))x)")
     }
-    print("\(label): \(rounds) rounds of \(batch) maps then \(batch) unmaps, medians of rounds")
+    print("\(label): \(rounds) rounds of \(batch) maps then \(batch) unmaps, C and Swift in turn; "
+          + "medians of \(swiftMap.count) calls each, less the timer's \(fmt(overhead)) ns")
     report("map 4 KiB, fixed IOVA", swiftMap, cMap)
-    report("unmap 4 KiB         ", swiftUnmap, cUnmap)
+    report("unmap 4 KiB          ", swiftUnmap, cUnmap)
+}
+
+/// Under callgrind: the user-space instructions of `count` real maps, then `count` unmaps,
+/// through Swift and through C (the kernel's side is not counted).
+func kernelRegions(_ ctx: borrowing IOMMUFDContext, _ ioas: IOASID, host: HostRange, count: Int) throws(IOMMUFDError) {
+    let fd = ctx.descriptor
+    let ranges = (0..<(count + 100)).map { iovaRange(0x100_0000 + UInt64($0) * page, page) }
+    try region("kernel swift map", count) { i throws(IOMMUFDError) in _ = try ctx.map(host, into: ioas, at: ranges[i].first) }
+    try region("kernel swift unmap", count) { i throws(IOMMUFDError) in _ = try ctx.unmap(ranges[i], from: ioas) }
+    try region("kernel c map", count) { i in
+        if cc_map(fd, ioas.rawValue, host.first.rawValue, page, ranges[i].first.rawValue, readWrite) != 0 { fail("C map") }
+    }
+    try region("kernel c unmap", count) { i in
+        if cc_unmap(fd, ioas.rawValue, ranges[i].first.rawValue, page) != 0 { fail("C unmap") }
+    }
 }
 
 func kernel(rounds: Int) throws(IOMMUFDError) {
@@ -230,6 +257,7 @@ func kernel(rounds: Int) throws(IOMMUFDError) {
     let ioas = try ctx.allocateIOAS()
     let buffer = try DMABuffer(length: Int(page), populate: true)
     let host = buffer.range
+    if cc_on_valgrind() != 0 { return try kernelRegions(ctx, ioas, host: host, count: rounds) }
     try kernelCosts(ctx, ioas, host: host, rounds: rounds, batch: 256, label: "kernel, no domain")
     guard ctx.hasMockIOMMU else { fail("this kernel has no mock IOMMU (CONFIG_IOMMUFD_TEST)") }
     let device = try ctx.addMockDevice(to: PageTableID(ioas))
