@@ -220,10 +220,16 @@ extension IOMMUFDContext {
 
     /// The length of a map's host range; only a range of 2^64 bytes, which no 64-bit field
     /// carries, is refused here (`EOVERFLOW`, the kernel's answer for lengths past its range).
-    @inlinable @inline(__always)
+    @inline(__always)
     func mapLength(_ op: IOMMUFDError.Operation, _ request: IoctlRequest, _ host: HostRange) throws(IOMMUFDError) -> UInt64 {
         let length = host.last.rawValue &- host.first.rawValue &+ 1
-        if length == 0 { throw IOMMUFDError(op, request: request, reason: .invalidRange(.wholeSpace)) }
+        if length == 0 { throw Self.wholeSpace(op, request) }
         return length
+    }
+
+    /// The error for a range of 2^64 bytes; out of line, so the call's fast path stays small.
+    @inline(never)
+    static func wholeSpace(_ op: IOMMUFDError.Operation, _ request: IoctlRequest) -> IOMMUFDError {
+        IOMMUFDError(op, request: request, reason: .invalidRange(.wholeSpace))
     }
 }
