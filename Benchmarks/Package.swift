@@ -15,6 +15,12 @@ let package = Package(
         .executableTarget(
             name: "WalkBenchmark",
             dependencies: [.product(name: "IOPageTables", package: rootPackage)]),
+        // Allocations and instructions per map/unmap call, with a C floor: see call-cost.sh.
+        .target(name: "CallCostFloor", dependencies: [.product(name: "IOMMUFD", package: rootPackage)]),
+        .executableTarget(
+            name: "CallCost",
+            dependencies: ["CallCostFloor", .product(name: "IOMMUFD", package: rootPackage),
+                           .product(name: "IOMMUFDModel", package: rootPackage)]),
     ],
     swiftLanguageModes: [.v6]
 )

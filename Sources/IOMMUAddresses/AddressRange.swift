@@ -30,7 +30,7 @@ public struct AddressRange<A: Address>: Hashable, Sendable, CustomStringConverti
     public let last: A
 
     /// The range `[first, last]`; `first` must not be above `last`.
-    public init(first: A, last: A) throws(AddressRangeError) {
+    @inlinable public init(first: A, last: A) throws(AddressRangeError) {
         guard first <= last else { throw .empty }
         self.first = first
         self.last = last
@@ -39,7 +39,7 @@ public struct AddressRange<A: Address>: Hashable, Sendable, CustomStringConverti
     /// The `length` bytes starting at `base`.
     /// - Throws: ``AddressRangeError/empty`` for zero bytes, ``AddressRangeError/overflow(base:length:)``
     ///   when the range would pass 2^64.
-    public init(base: A, length: UInt64) throws(AddressRangeError) {
+    @inlinable public init(base: A, length: UInt64) throws(AddressRangeError) {
         guard length > 0 else { throw .empty }
         let (last, overflow) = base.rawValue.addingReportingOverflow(length - 1)
         guard !overflow else { throw .overflow(base: base.rawValue, length: length) }
@@ -48,33 +48,33 @@ public struct AddressRange<A: Address>: Hashable, Sendable, CustomStringConverti
     }
 
     /// The whole 64-bit space.
-    public static var all: Self { try! Self(first: A(rawValue: 0), last: A(rawValue: .max)) }
+    @inlinable public static var all: Self { try! Self(first: A(rawValue: 0), last: A(rawValue: .max)) }
 
-    public var base: A { first }
+    @inlinable public var base: A { first }
     /// Bytes in the range; `nil` for the whole 64-bit space.
-    public var length: UInt64? {
+    @inlinable public var length: UInt64? {
         let (n, overflow) = (last.rawValue - first.rawValue).addingReportingOverflow(1)
         return overflow ? nil : n
     }
     /// The first address past the range; `nil` when the range reaches the top of the space.
-    public var end: A? { last.advanced(by: 1) }
+    @inlinable public var end: A? { last.advanced(by: 1) }
 
-    public func contains(_ address: A) -> Bool { first <= address && address <= last }
-    public func contains(_ other: Self) -> Bool { first <= other.first && other.last <= last }
-    public func overlaps(_ other: Self) -> Bool { first <= other.last && other.first <= last }
+    @inlinable public func contains(_ address: A) -> Bool { first <= address && address <= last }
+    @inlinable public func contains(_ other: Self) -> Bool { first <= other.first && other.last <= last }
+    @inlinable public func overlaps(_ other: Self) -> Bool { first <= other.last && other.first <= last }
     /// The common part of two ranges, if any.
-    public func intersection(_ other: Self) -> Self? {
+    @inlinable public func intersection(_ other: Self) -> Self? {
         guard overlaps(other) else { return nil }
         return try? Self(first: max(first, other.first), last: min(last, other.last))
     }
 
     /// Whether both ends sit on `alignment` boundaries (base aligned, length a multiple).
-    public func isAligned(to alignment: PageSize) -> Bool {
+    @inlinable public func isAligned(to alignment: PageSize) -> Bool {
         first.isAligned(to: alignment) && (last.rawValue &+ 1) & (alignment.bytes - 1) == 0
     }
 
     /// Throws ``AddressRangeError/misaligned(base:length:alignment:)`` unless ``isAligned(to:)``.
-    public func checkAligned(to alignment: PageSize) throws(AddressRangeError) {
+    @inlinable public func checkAligned(to alignment: PageSize) throws(AddressRangeError) {
         guard isAligned(to: alignment) else {
             throw .misaligned(base: first.rawValue, length: length ?? 0, alignment: alignment.bytes)
         }

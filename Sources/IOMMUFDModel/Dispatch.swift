@@ -16,29 +16,28 @@ func offsetEnd<T, V>(_ member: KeyPath<T, V>) -> Int {
     MemoryLayout<T>.offset(of: member)! + MemoryLayout<V>.size
 }
 
-extension ModelState {
-    mutating func ioctl(_ fd: CInt, _ request: IoctlRequest, _ argument: UnsafeMutableRawPointer?) -> Result<CInt, Errno> {
+extension Context {
+    /// One ioctl on this open iommufd: counted, then an injected failure if one is pending,
+    /// else the command. Traced through `model` when tracing.
+    mutating func ioctl(
+        _ fd: CInt, _ request: IoctlRequest, _ argument: UnsafeMutableRawPointer?, _ model: IOMMUFDModel
+    ) -> Result<CInt, Errno> {
         counts[request, default: 0] += 1
-        guard contexts[fd] != nil else {
-            let e: Errno = otherFiles[fd] != nil ? .inappropriateIOCTLForDevice : .badFileDescriptor
-            record(fd, .ioctl(request), [], e)
+        if let e = model.takeInjection(for: request) {
+            model.record(fd, .ioctl(request), [], e, injected: true)
             return .failure(e)
         }
-        if let pending = injections[request], let e = pending.first {
-            injections[request]!.removeFirst()
-            record(fd, .ioctl(request), [], e, injected: true)
-            return .failure(e)
-        }
-        var fields: [Field] = []
+        var fields = FieldLog(enabled: configuration.tracing)
         let result: Result<CInt, Errno>
-        do throws(Errno) { result = .success(try dispatch(fd, request, argument, &fields)) } catch { result = .failure(error) }
-        if case .failure(let e) = result { record(fd, .ioctl(request), fields, e) } else { record(fd, .ioctl(request), fields, nil) }
+        do throws(Errno) { result = .success(try dispatch(request, argument, &fields)) } catch { result = .failure(error) }
+        let errno: Errno? = if case .failure(let e) = result { e } else { nil }
+        model.record(fd, .ioctl(request), fields.fields, errno)
         return result
     }
 
     /// `iommufd_fops_ioctl`: the command table by number, then the size rules, then the op.
     private mutating func dispatch(
-        _ fd: CInt, _ request: IoctlRequest, _ argument: UnsafeMutableRawPointer?, _ fields: inout [Field]
+        _ request: IoctlRequest, _ argument: UnsafeMutableRawPointer?, _ fields: inout FieldLog
     ) throws(Errno) -> CInt {
         let nr = request.rawValue & 0xff
         // With CONFIG_IOMMUFD_TEST the table reaches IOMMU_TEST_CMD (0xa0), else IOAS_NOIOMMU_GET_PA (0x95).
@@ -52,32 +51,32 @@ extension ModelState {
         case .destroy:
             var cmd = try decode(cio_iommu_destroy.self, offsetEnd(\cio_iommu_destroy.id), argument, size)
             fields.append(Field("id", UInt64(cmd.id)))
-            try destroy(fd, &cmd)
+            try destroy(&cmd)
             respond(cmd, argument, size)
         case .ioasAlloc:
             var cmd = try decode(cio_iommu_ioas_alloc.self, offsetEnd(\cio_iommu_ioas_alloc.out_ioas_id), argument, size)
             fields.append(Field("flags", UInt64(cmd.flags)))
-            try allocateIOAS(fd, &cmd)
+            try allocateIOAS(&cmd)
             fields.append(Field("out_ioas_id", UInt64(cmd.out_ioas_id)))
             respond(cmd, argument, size)
         case .ioasAllowIOVAs:
             var cmd = try decode(cio_iommu_ioas_allow_iovas.self, offsetEnd(\cio_iommu_ioas_allow_iovas.allowed_iovas), argument, size)
             fields += [Field("ioas_id", UInt64(cmd.ioas_id)), Field("num_iovas", UInt64(cmd.num_iovas))]
-            try allowIOVAs(fd, &cmd)
+            try allowIOVAs(&cmd)
             respond(cmd, argument, size)
         case .ioasCopy:
             var cmd = try decode(cio_iommu_ioas_copy.self, offsetEnd(\cio_iommu_ioas_copy.src_iova), argument, size)
             fields += [Field("flags", UInt64(cmd.flags)), Field("dst_ioas_id", UInt64(cmd.dst_ioas_id)),
                        Field("src_ioas_id", UInt64(cmd.src_ioas_id)), Field("length", cmd.length),
                        Field("dst_iova", cmd.dst_iova), Field("src_iova", cmd.src_iova)]
-            try copy(fd, &cmd)
+            try copy(&cmd)
             fields.append(Field("out_dst_iova", cmd.dst_iova))
             respond(cmd, argument, size)
         case .ioasIOVARanges:
             var cmd = try decode(cio_iommu_ioas_iova_ranges.self, offsetEnd(\cio_iommu_ioas_iova_ranges.out_iova_alignment), argument, size)
             fields += [Field("ioas_id", UInt64(cmd.ioas_id)), Field("num_iovas", UInt64(cmd.num_iovas))]
             let capacity = cmd.num_iovas
-            try iovaRanges(fd, &cmd)
+            try iovaRanges(&cmd)
             fields += [Field("out_num_iovas", UInt64(cmd.num_iovas)), Field("out_iova_alignment", cmd.out_iova_alignment)]
             respond(cmd, argument, size)
             if cmd.num_iovas > capacity { throw .messageTooLong }
@@ -85,7 +84,7 @@ extension ModelState {
             var cmd = try decode(cio_iommu_ioas_map.self, offsetEnd(\cio_iommu_ioas_map.iova), argument, size)
             fields += [Field("flags", UInt64(cmd.flags)), Field("ioas_id", UInt64(cmd.ioas_id)),
                        Field("user_va", cmd.user_va), Field("length", cmd.length), Field("iova", cmd.iova)]
-            try map(fd, &cmd)
+            try map(&cmd)
             fields.append(Field("out_iova", cmd.iova))
             respond(cmd, argument, size)
         case .ioasMapFile:
@@ -93,39 +92,39 @@ extension ModelState {
             fields += [Field("flags", UInt64(cmd.flags)), Field("ioas_id", UInt64(cmd.ioas_id)),
                        Field("fd", UInt64(bitPattern: Int64(cmd.fd))), Field("start", cmd.start),
                        Field("length", cmd.length), Field("iova", cmd.iova)]
-            try mapFile(fd, &cmd)
+            try mapFile(&cmd)
             fields.append(Field("out_iova", cmd.iova))
             respond(cmd, argument, size)
         case .ioasUnmap:
             var cmd = try decode(cio_iommu_ioas_unmap.self, offsetEnd(\cio_iommu_ioas_unmap.length), argument, size)
             fields += [Field("ioas_id", UInt64(cmd.ioas_id)), Field("iova", cmd.iova), Field("length", cmd.length)]
-            try unmap(fd, &cmd)
+            try unmap(&cmd)
             fields.append(Field("out_length", cmd.length))
             respond(cmd, argument, size)
         case .option:
             var cmd = try decode(cio_iommu_option.self, offsetEnd(\cio_iommu_option.val64), argument, size)
             fields += [Field("option_id", UInt64(cmd.option_id)), Field("op", UInt64(cmd.op)),
                        Field("object_id", UInt64(cmd.object_id)), Field("val64", cmd.val64)]
-            try option(fd, &cmd)
+            try option(&cmd)
             fields.append(Field("out_val64", cmd.val64))
             respond(cmd, argument, size)
         case .vfioIOAS:
             var cmd = try decode(cio_iommu_vfio_ioas.self, offsetEnd(\cio_iommu_vfio_ioas.__reserved), argument, size)
             fields += [Field("op", UInt64(cmd.op)), Field("ioas_id", UInt64(cmd.ioas_id))]
-            try vfioIOAS(fd, &cmd)
+            try vfioIOAS(&cmd)
             fields.append(Field("out_ioas_id", UInt64(cmd.ioas_id)))
             respond(cmd, argument, size)
         case .ioasChangeProcess:
             let cmd = try decode(cio_iommu_ioas_change_process.self, offsetEnd(\cio_iommu_ioas_change_process.__reserved), argument, size)
-            try changeProcess(fd, cmd)
+            try changeProcess(cmd)
         case .ioasNoIOMMUGetPA:
             var cmd = try decode(cio_iommu_ioas_noiommu_get_pa.self, offsetEnd(\cio_iommu_ioas_noiommu_get_pa.out_phys), argument, size)
             fields += [Field("ioas_id", UInt64(cmd.ioas_id)), Field("iova", cmd.iova), Field("length", cmd.length)]
-            try noIOMMUPhysicalAddress(fd, &cmd)
+            try noIOMMUPhysicalAddress(&cmd)
         case .testCommand where configuration.selftest:
             let cmd = try decode(cio_iommu_test_cmd.self, offsetEnd(\cio_iommu_test_cmd.last), argument, size)
             fields += [Field("op", UInt64(cmd.op)), Field("id", UInt64(cmd.id))]
-            try selftest(fd, cmd, &fields)
+            try selftest(cmd, &fields)
         case .faultQueueAlloc:
             _ = try decode(cio_iommu_fault_alloc.self, offsetEnd(\cio_iommu_fault_alloc.out_fault_fd), argument, size)
             throw .notSupportedOnSocket
@@ -193,7 +192,7 @@ extension ModelState {
     }
 
     /// `iommufd_vfio_ioctl`: the VFIO container ioctls an iommufd answers.
-    private func vfioCompat(_ request: IoctlRequest, _ argument: UnsafeMutableRawPointer?, _ fields: inout [Field]) throws(Errno) -> CInt {
+    private func vfioCompat(_ request: IoctlRequest, _ argument: UnsafeMutableRawPointer?, _ fields: inout FieldLog) throws(Errno) -> CInt {
         switch request {
         case .vfioGetAPIVersion:
             return 0  // VFIO_API_VERSION

@@ -47,7 +47,11 @@ import Synchronization
 /// its decoded key fields and result (``trace``). ``injectFailure(_:for:count:)`` makes the
 /// next calls of a request fail with a chosen `errno` before the model looks at them.
 ///
-/// Thread-safe: the state sits behind one `Mutex`.
+/// Thread-safe, with a lock per open iommufd: calls on different descriptors run in parallel.
+/// Which descriptors are open sits behind a read-write lock that calls only read; the trace,
+/// calls on descriptors that are not iommufds and pending injections share one lock, which a
+/// call takes only while tracing or while an injection is pending. Without tracing, a map or
+/// unmap at a fixed IOVA allocates nothing once the IOAS's area array has room.
 public final class IOMMUFDModel: KernelInterface, Sendable {
     /// How the modelled kernel and machine are set up.
     public struct Configuration: Sendable {
@@ -148,128 +152,209 @@ public final class IOMMUFDModel: KernelInterface, Sendable {
         }
     }
 
-    let state: Mutex<ModelState>
+    let configuration: Configuration
+    let files = ReadWriteLock(Files())
+    let shared = Mutex(Shared())
+    /// Failures still to inject, in all: a call looks at `shared` only when this is nonzero.
+    let pendingInjectionCount = Atomic<Int>(0)
 
     public init(_ configuration: Configuration = Configuration()) {
-        state = Mutex(ModelState(configuration: configuration))
+        self.configuration = configuration
     }
 
     // MARK: Set-up and inspection
 
     /// Makes `path` open as a file that is not an iommufd (every iommufd ioctl: `ENOTTY`).
     public func addNonIOMMUFDPath(_ path: String) {
-        state.withLock { _ = $0.otherPaths.insert(path) }
+        files.write { _ = $0.otherPaths.insert(path) }
     }
 
     /// Makes the next `count` ioctls of `request` (on any model descriptor that knows it)
     /// fail with `errno` before the model decodes them. Calls add up per request.
     public func injectFailure(_ errno: Errno, for request: IoctlRequest, count: Int = 1) {
         precondition(count > 0, "count must be positive")
-        state.withLock { $0.injections[request, default: []].append(contentsOf: repeatElement(errno, count: count)) }
+        shared.withLock {
+            $0.injections[request, default: []].append(contentsOf: repeatElement(errno, count: count))
+            pendingInjectionCount.add(count, ordering: .relaxed)
+        }
     }
 
     /// Failures still to be injected, per request.
     public var pendingInjections: [IoctlRequest: Int] {
-        state.withLock { $0.injections.filter { !$0.value.isEmpty }.mapValues(\.count) }
+        shared.withLock { $0.injections.filter { !$0.value.isEmpty }.mapValues(\.count) }
     }
 
     /// Every call recorded while tracing, oldest first.
-    public var trace: [TraceEntry] { state.withLock { $0.trace } }
+    public var trace: [TraceEntry] { shared.withLock { $0.trace } }
 
     /// The recorded ioctls only, oldest first.
     public var ioctlTrace: [TraceEntry] {
         trace.filter { if case .ioctl = $0.call { true } else { false } }
     }
 
-    public func clearTrace() { state.withLock { $0.trace.removeAll(keepingCapacity: true) } }
+    public func clearTrace() { shared.withLock { $0.trace.removeAll(keepingCapacity: true) } }
 
     /// How many ioctls of `request` were made since the last ``resetCounters()``, failed ones
     /// included.
-    public func ioctlCount(_ request: IoctlRequest) -> Int { state.withLock { $0.counts[request] ?? 0 } }
+    public func ioctlCount(_ request: IoctlRequest) -> Int { ioctlCounts[request] ?? 0 }
 
     /// Ioctls made per request since the last ``resetCounters()``.
-    public var ioctlCounts: [IoctlRequest: Int] { state.withLock { $0.counts } }
+    public var ioctlCounts: [IoctlRequest: Int] {
+        files.read { f in
+            var counts: [IoctlRequest: Int] = [:]
+            for context in f.contexts.values {
+                context.state.withLock { c in counts.merge(c.counts, uniquingKeysWith: +) }
+            }
+            return shared.withLock { counts.merging($0.counts, uniquingKeysWith: +) }
+        }
+    }
 
     /// Every ioctl made since the last ``resetCounters()``.
-    public var totalIoctlCount: Int { state.withLock { $0.counts.values.reduce(0, +) } }
+    public var totalIoctlCount: Int { ioctlCounts.values.reduce(0, +) }
 
-    public func resetCounters() { state.withLock { $0.counts.removeAll(keepingCapacity: true) } }
+    public func resetCounters() {
+        files.read { f in
+            for context in f.contexts.values { context.state.withLock { $0.counts.removeAll(keepingCapacity: true) } }
+            shared.withLock { $0.counts.removeAll(keepingCapacity: true) }
+        }
+    }
 
     /// The iommufd descriptors open now.
-    public var openContexts: [CInt] { state.withLock { $0.contexts.keys.sorted() } }
+    public var openContexts: [CInt] { files.read { $0.contexts.keys.sorted() } }
 
     /// The IOAS of the iommufd `fd`, ascending; `nil` for an unknown descriptor.
     public func ioasIDs(in fd: CInt) -> [IOASID]? {
-        state.withLock { s in s.contexts[fd].map { $0.objects.keys.sorted().map(IOASID.init(rawValue:)) } }
+        context(fd)?.state.withLock { c in c.objects.keys.sorted().map(IOASID.init(rawValue:)) }
     }
 
     /// The areas mapped in `ioas` of the iommufd `fd`, ascending; `nil` when either is unknown.
     public func areas(of ioas: IOASID, in fd: CInt) -> [Area]? {
-        state.withLock { s in s.contexts[fd]?.objects[ioas.rawValue].map { $0.publicAreas } }
+        context(fd)?.state.withLock { c in c.objects[ioas.rawValue].map { $0.state.publicAreas } } ?? nil
     }
 
     /// Marks an object busy (a device would hold it): `IOMMU_DESTROY` answers `EBUSY` for it.
     public func setInUse(_ ioas: IOASID, _ inUse: Bool, in fd: CInt) {
-        state.withLock { s in
-            guard s.contexts[fd]?.objects[ioas.rawValue] != nil else { return }
-            s.contexts[fd]!.objects[ioas.rawValue]!.inUse = inUse
-        }
+        context(fd)?.state.withLock { c in c.objects[ioas.rawValue]?.state.inUse = inUse }
     }
 
     // MARK: KernelInterface
 
     public func open(_ path: String, flags: CInt) -> Result<CInt, Errno> {
-        state.withLock { $0.open(path) }
+        let fd: CInt? = files.write { f in
+            let fd = f.nextFD
+            if path == "/dev/iommu" {
+                f.contexts[fd] = ModelContext(configuration)
+            } else if f.otherPaths.contains(path) {
+                f.otherFiles[fd] = path
+            } else {
+                return nil
+            }
+            f.nextFD += 1
+            return fd
+        }
+        guard let fd else {
+            record(-1, .open(path), [], .noSuchFileOrDirectory)
+            return .failure(.noSuchFileOrDirectory)
+        }
+        record(fd, .open(path), [], nil)
+        return .success(fd)
     }
 
+    /// Closing an iommufd keeps its counts (they move to the model's).
     public func close(_ fd: CInt) -> Result<Void, Errno> {
         if !Self.isModelDescriptor(fd) { return passThrough(fd, "close") { $0.close(fd) } }
-        return state.withLock { $0.close(fd) }
+        let closed: Bool = files.write { f in
+            if let context = f.contexts.removeValue(forKey: fd) {
+                let counts = context.state.withLock { c in
+                    c.closed = true
+                    return c.counts
+                }
+                shared.withLock { $0.counts.merge(counts, uniquingKeysWith: +) }
+                return true
+            }
+            return f.otherFiles.removeValue(forKey: fd) != nil
+        }
+        record(fd, .close, [], closed ? nil : .badFileDescriptor)
+        return closed ? .success(()) : .failure(.badFileDescriptor)
     }
 
     public func ioctl(_ fd: CInt, _ request: IoctlRequest, _ argument: UnsafeMutableRawPointer?) -> Result<CInt, Errno> {
-        state.withLock { $0.ioctl(fd, request, argument) }
+        if let context = context(fd),
+           let result = context.state.withLock({ c in c.closed ? nil : c.ioctl(fd, request, argument, self) }) {
+            return result
+        }
+        let e: Errno = files.read { $0.otherFiles[fd] != nil } ? .inappropriateIOCTLForDevice : .badFileDescriptor
+        shared.withLock { $0.counts[request, default: 0] += 1 }
+        record(fd, .ioctl(request), [], e)
+        return .failure(e)
     }
 
     public func pread(_ fd: CInt, into buffer: UnsafeMutableRawBufferPointer, at offset: Int64) -> Result<Int, Errno> {
         if !Self.isModelDescriptor(fd) { return passThrough(fd, "pread") { $0.pread(fd, into: buffer, at: offset) } }
-        return state.withLock { $0.other(fd, "pread", .invalidArgument) }.map { _ in 0 }
+        return other(fd, "pread", .invalidArgument).map { _ in 0 }
     }
 
     public func pwrite(_ fd: CInt, from buffer: UnsafeRawBufferPointer, at offset: Int64) -> Result<Int, Errno> {
         if !Self.isModelDescriptor(fd) { return passThrough(fd, "pwrite") { $0.pwrite(fd, from: buffer, at: offset) } }
-        return state.withLock { $0.other(fd, "pwrite", .invalidArgument) }.map { _ in 0 }
+        return other(fd, "pwrite", .invalidArgument).map { _ in 0 }
     }
 
     public func read(_ fd: CInt, into buffer: UnsafeMutableRawBufferPointer) -> Result<Int, Errno> {
         if !Self.isModelDescriptor(fd) { return passThrough(fd, "read") { $0.read(fd, into: buffer) } }
-        return state.withLock { $0.other(fd, "read", .invalidArgument) }.map { _ in 0 }
+        return other(fd, "read", .invalidArgument).map { _ in 0 }
     }
 
     public func write(_ fd: CInt, from buffer: UnsafeRawBufferPointer) -> Result<Int, Errno> {
         if !Self.isModelDescriptor(fd) { return passThrough(fd, "write") { $0.write(fd, from: buffer) } }
-        return state.withLock { $0.other(fd, "write", .invalidArgument) }.map { _ in 0 }
+        return other(fd, "write", .invalidArgument).map { _ in 0 }
     }
 
-    /// Memory and other files map for real; an iommufd without hardware queues has nothing to
-    /// map: `ENXIO`; the model's other files `ENODEV`.
+    /// An iommufd without hardware queues has nothing to map: `ENXIO`; other files `ENODEV`.
     public func mmap(
         length: Int, protection: CInt, flags: CInt, fd: CInt, offset: Int64
     ) -> Result<UnsafeMutableRawPointer, Errno> {
         if !Self.isModelDescriptor(fd) {
             return passThrough(fd, "mmap") { $0.mmap(length: length, protection: protection, flags: flags, fd: fd, offset: offset) }
         }
-        let r: Result<Void, Errno> = state.withLock { s in
-            s.other(fd, "mmap", s.contexts[fd] != nil ? Errno(rawValue: Glibc.ENXIO) : .operationNotSupportedByDevice)
-        }
-        switch r {
+        let isContext = context(fd) != nil
+        switch other(fd, "mmap", isContext ? Errno(rawValue: Glibc.ENXIO) : .operationNotSupportedByDevice) {
         case .failure(let e): return .failure(e)
         case .success: return .failure(.invalidArgument)  // unreachable: `other` always fails
         }
     }
 
-    /// Memory the model handed out came from the real kernel: unmapped for real.
+    /// The model never maps memory.
     public func munmap(_ address: UnsafeMutableRawPointer, length: Int) -> Result<Void, Errno> {
         passThrough(-1, "munmap") { $0.munmap(address, length: length) }
+    }
+
+    // MARK: Shared state
+
+    /// The open iommufd `fd`, if it is one.
+    func context(_ fd: CInt) -> ModelContext? { files.read { $0.contexts[fd] } }
+
+    /// Appends to the trace while tracing.
+    func record(_ fd: CInt, _ call: TraceEntry.Call, _ fields: [Field], _ errno: Errno?, injected: Bool = false) {
+        guard configuration.tracing else { return }
+        let entry = TraceEntry(fd: fd, call: call, fields: fields, errno: errno, injected: injected)
+        shared.withLock { $0.trace.append(entry) }
+    }
+
+    /// The next failure to inject for `request`, taken off the list; `nil` when none is pending.
+    func takeInjection(for request: IoctlRequest) -> Errno? {
+        guard pendingInjectionCount.load(ordering: .relaxed) > 0 else { return nil }
+        return shared.withLock { s in
+            guard let e = s.injections[request]?.first else { return nil }
+            s.injections[request]!.removeFirst()
+            pendingInjectionCount.subtract(1, ordering: .relaxed)
+            return e
+        }
+    }
+
+    /// A call the model's files do not implement: `EBADF` for unknown descriptors, else `errno`.
+    private func other(_ fd: CInt, _ name: String, _ errno: Errno) -> Result<Void, Errno> {
+        let e = files.read { $0.isOpen(fd) } ? errno : .badFileDescriptor
+        record(fd, .other(name), [], e)
+        return .failure(e)
     }
 }

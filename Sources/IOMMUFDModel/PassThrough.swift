@@ -8,13 +8,11 @@ import Synchronization
 /// code above made.
 extension IOMMUFDModel {
     /// The model's own descriptors are numbered from 65536 up; lower numbers are the process's.
-    static func isModelDescriptor(_ fd: CInt) -> Bool { fd >= ModelState.firstDescriptor }
+    static func isModelDescriptor(_ fd: CInt) -> Bool { fd >= Files.firstDescriptor }
 
     func passThrough<T>(_ fd: CInt, _ name: String, _ call: (LinuxKernel) -> Result<T, Errno>) -> Result<T, Errno> {
         let r = call(LinuxKernel())
-        state.withLock { s in
-            if case .failure(let e) = r { s.record(fd, .other(name), [], e) } else { s.record(fd, .other(name), [], nil) }
-        }
+        if case .failure(let e) = r { record(fd, .other(name), [], e) } else { record(fd, .other(name), [], nil) }
         return r
     }
 

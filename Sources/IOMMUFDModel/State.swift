@@ -3,6 +3,7 @@ import Glibc
 #endif
 import IOMMUFD
 import SystemPackage
+import Synchronization
 
 /// An inclusive span `[first, last]` of a 64-bit space.
 struct Span: Hashable {
@@ -28,9 +29,10 @@ struct ModelArea {
 struct IOASState {
     /// Sorted by `first`, disjoint.
     var areas: [ModelArea] = []
-    /// As loaded by `IOMMU_IOAS_ALLOW_IOVAS`: disjoint.
+    /// As loaded by `IOMMU_IOAS_ALLOW_IOVAS`, merged where adjacent: sorted, disjoint.
     var allowed: [Span] = []
-    /// Reserved regions (selftest `ADD_RESERVED`); may overlap one another.
+    /// Reserved regions (selftest `ADD_RESERVED`), merged where they overlap or touch: sorted,
+    /// disjoint. The kernel keeps them apart, but every rule sees only their union.
     var reserved: [Span] = []
     var disableLargePages = false
     var inUse = false
@@ -38,14 +40,10 @@ struct IOASState {
     func alignment(_ page: UInt64) -> UInt64 { disableLargePages ? page : 1 }
 
     /// Index of the first area whose last byte is at or above `address`.
-    func firstArea(endingAtOrAbove address: UInt64) -> Int {
-        var lo = 0, hi = areas.count
-        while lo < hi {
-            let mid = (lo + hi) / 2
-            if areas[mid].last < address { lo = mid + 1 } else { hi = mid }
-        }
-        return lo
-    }
+    func firstArea(endingAtOrAbove address: UInt64) -> Int { firstIndex(areas, endingAtOrAbove: address) { $0.last } }
+
+    /// Index of the first reserved region whose last byte is at or above `address`.
+    func firstReserved(endingAtOrAbove address: UInt64) -> Int { firstIndex(reserved, endingAtOrAbove: address) { $0.last } }
 
     /// Whether any area intersects `[first, last]`.
     func hasArea(_ first: UInt64, _ last: UInt64) -> Bool {
@@ -53,11 +51,13 @@ struct IOASState {
         return i < areas.count && areas[i].first <= last
     }
 
-    func hasReserved(_ first: UInt64, _ last: UInt64) -> Bool { reserved.contains { $0.intersects(first, last) } }
+    func hasReserved(_ first: UInt64, _ last: UInt64) -> Bool {
+        let i = firstReserved(endingAtOrAbove: first)
+        return i < reserved.count && reserved[i].first <= last
+    }
 
     mutating func insert(_ area: ModelArea) {
-        let i = firstArea(endingAtOrAbove: area.first)
-        areas.insert(area, at: i)
+        areas.insert(area, at: firstArea(endingAtOrAbove: area.first))
     }
 
     var publicAreas: [IOMMUFDModel.Area] {
@@ -70,12 +70,39 @@ struct IOASState {
     }
 }
 
+/// Binary search in `elements`, sorted by `last`: the first whose last byte is at or above `address`.
+private func firstIndex<T>(_ elements: [T], endingAtOrAbove address: UInt64, _ last: (T) -> UInt64) -> Int {
+    var lo = 0, hi = elements.count
+    while lo < hi {
+        let mid = (lo + hi) / 2
+        if last(elements[mid]) < address { lo = mid + 1 } else { hi = mid }
+    }
+    return lo
+}
+
+/// An IOAS object, by reference: operations change its state in place, with no copy of its
+/// arrays and no dictionary accessor (whose coroutine frame would be allocated). Touched only
+/// under its context's lock, hence unchecked.
+final class IOASObject: @unchecked Sendable {
+    /// Not checked for exclusive access at run time: the context's lock gives it.
+    @exclusivity(unchecked) var state = IOASState()
+}
+
 /// One open `/dev/iommu` (`struct iommufd_ctx`). Only IOAS objects exist in the model.
 struct Context {
-    var objects: [UInt32: IOASState] = [:]
+    let configuration: IOMMUFDModel.Configuration
+    var objects: [UInt32: IOASObject] = [:]
     /// `IOPT_PAGES_ACCOUNT_MM` (per process) rather than per user.
     var accountPerProcess = false
     var vfioIOAS: UInt32?
+    /// Ioctls on this descriptor since the last reset, per request.
+    var counts: [IoctlRequest: Int] = [:]
+    /// Set by `close`: a call that found the context just before answers `EBADF`.
+    var closed = false
+
+    init(configuration: IOMMUFDModel.Configuration) { self.configuration = configuration }
+
+    var page: UInt64 { configuration.pageSize }
 
     /// The kernel's `xa_alloc` with `XA_FLAGS_ALLOC1` and a 31-bit limit: the lowest free id.
     func freeID() -> UInt32? {
@@ -88,57 +115,79 @@ struct Context {
     }
 }
 
-struct ModelState {
-    let configuration: IOMMUFDModel.Configuration
-    var contexts: [CInt: Context] = [:]
+/// An open iommufd of the model, with its own lock: calls on different descriptors never wait
+/// for one another (unless tracing, which appends to the one shared trace).
+final class ModelContext: Sendable {
+    let state: Mutex<Context>
+    init(_ configuration: IOMMUFDModel.Configuration) { state = Mutex(Context(configuration: configuration)) }
+}
+
+/// Which descriptors are open.
+struct Files {
+    var contexts: [CInt: ModelContext] = [:]
     /// Descriptors of files that are not iommufds, by path.
     var otherFiles: [CInt: String] = [:]
     var otherPaths: Set<String> = []
     static let firstDescriptor: CInt = 65536
     var nextFD: CInt = firstDescriptor
+
+    func isOpen(_ fd: CInt) -> Bool { contexts[fd] != nil || otherFiles[fd] != nil }
+}
+
+/// What the model keeps across descriptors.
+struct Shared {
     var trace: [IOMMUFDModel.TraceEntry] = []
+    /// Ioctls on descriptors that are not open iommufds, and those of closed iommufds.
     var counts: [IoctlRequest: Int] = [:]
     var injections: [IoctlRequest: [Errno]] = [:]
+}
 
-    init(configuration: IOMMUFDModel.Configuration) { self.configuration = configuration }
+/// A value behind a `pthread_rwlock_t`: any number of readers at once, or one writer.
+final class ReadWriteLock<Value: Sendable>: @unchecked Sendable {
+    private let lock = UnsafeMutablePointer<pthread_rwlock_t>.allocate(capacity: 1)
+    /// Outside the object, so access is not checked for exclusivity on each call: the lock
+    /// provides it.
+    private let value = UnsafeMutablePointer<Value>.allocate(capacity: 1)
 
-    var page: UInt64 { configuration.pageSize }
-
-    mutating func record(_ fd: CInt, _ call: IOMMUFDModel.TraceEntry.Call, _ fields: [IOMMUFDModel.Field], _ errno: Errno?, injected: Bool = false) {
-        guard configuration.tracing else { return }
-        trace.append(IOMMUFDModel.TraceEntry(fd: fd, call: call, fields: fields, errno: errno, injected: injected))
+    init(_ initial: Value) {
+        lock.initialize(to: pthread_rwlock_t())
+        pthread_rwlock_init(lock, nil)
+        value.initialize(to: initial)
     }
 
-    mutating func open(_ path: String) -> Result<CInt, Errno> {
-        let fd: CInt
-        if path == "/dev/iommu" {
-            fd = nextFD
-            contexts[fd] = Context()
-        } else if otherPaths.contains(path) {
-            fd = nextFD
-            otherFiles[fd] = path
-        } else {
-            record(-1, .open(path), [], .noSuchFileOrDirectory)
-            return .failure(.noSuchFileOrDirectory)
-        }
-        nextFD += 1
-        record(fd, .open(path), [], nil)
-        return .success(fd)
+    deinit {
+        pthread_rwlock_destroy(lock)
+        lock.deallocate()
+        value.deinitialize(count: 1)
+        value.deallocate()
     }
 
-    mutating func close(_ fd: CInt) -> Result<Void, Errno> {
-        if contexts.removeValue(forKey: fd) != nil || otherFiles.removeValue(forKey: fd) != nil {
-            record(fd, .close, [], nil)
-            return .success(())
-        }
-        record(fd, .close, [], .badFileDescriptor)
-        return .failure(.badFileDescriptor)
+    func read<R>(_ body: (borrowing Value) -> R) -> R {
+        pthread_rwlock_rdlock(lock)
+        defer { pthread_rwlock_unlock(lock) }
+        return body(value.pointee)
     }
 
-    /// A call the model's files do not implement: `EBADF` for unknown descriptors, else `errno`.
-    mutating func other(_ fd: CInt, _ name: String, _ errno: Errno) -> Result<Void, Errno> {
-        let e = contexts[fd] != nil || otherFiles[fd] != nil ? errno : .badFileDescriptor
-        record(fd, .other(name), [], e)
-        return .failure(e)
+    func write<R>(_ body: (inout Value) -> R) -> R {
+        pthread_rwlock_wrlock(lock)
+        defer { pthread_rwlock_unlock(lock) }
+        return body(&value.pointee)
+    }
+}
+
+/// The decoded fields of one call; kept only while tracing, so a call that is not traced
+/// builds none of them.
+struct FieldLog {
+    let enabled: Bool
+    private(set) var fields: [IOMMUFDModel.Field] = []
+
+    init(enabled: Bool) { self.enabled = enabled }
+
+    mutating func append(_ field: @autoclosure () -> IOMMUFDModel.Field) {
+        if enabled { fields.append(field()) }
+    }
+
+    static func += (log: inout FieldLog, more: @autoclosure () -> [IOMMUFDModel.Field]) {
+        if log.enabled { log.fields += more() }
     }
 }

@@ -233,4 +233,26 @@ import Testing
         #expect(areas.count == 400)
         for (a, b) in zip(areas, areas.dropFirst()) { #expect(a.iova.last < b.iova.first) }
     }
+
+    @Test func concurrentContextsKeepTheirOwnStateAndTheModelsCounts() async throws {
+        let model = IOMMUFDModel(.init(tracing: false))
+        let contexts = try (0..<4).map { _ in SharedIOMMUFDContext(try IOMMUFDContext(kernel: model)) }
+        await withTaskGroup(of: Void.self) { group in
+            for shared in contexts {
+                group.addTask {
+                    guard let ioas = try? shared.iommufd.allocateIOAS() else { return }
+                    for i in 0..<100 { _ = try? shared.iommufd.map(host(fakeHost + UInt64(i) * page, page), into: ioas) }
+                }
+            }
+        }
+        for shared in contexts {
+            #expect(model.areas(of: IOASID(1), in: shared.iommufd.descriptor)?.count == 100)
+        }
+        #expect(model.ioctlCount(.ioasMap) == 400 && model.ioctlCount(.ioasAlloc) == 4)
+        // Counts stay with the model when a descriptor closes; a reset clears them all.
+        #expect(failure(model.close(contexts[0].iommufd.descriptor)) == nil)
+        #expect(model.ioctlCount(.ioasMap) == 400 && model.totalIoctlCount == 404)
+        model.resetCounters()
+        #expect(model.totalIoctlCount == 0)
+    }
 }

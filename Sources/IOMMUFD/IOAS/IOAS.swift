@@ -82,7 +82,6 @@ extension IOMMUFDContext {
     /// whole 64-bit range unmaps everything (``unmapAll(from:)``).
     ///
     /// The corresponding ioctl is `IOMMU_IOAS_UNMAP`.
-    @inlinable
     public func unmap(_ range: IOVARange, from ioas: IOASID) throws(IOMMUFDError) -> UInt64 {
         try unmap(iova: range.first.rawValue, length: range.last.rawValue &- range.first.rawValue &+ 1, ioas, .unmap)
     }
@@ -97,7 +96,7 @@ extension IOMMUFDContext {
     /// `IOMMU_IOAS_UNMAP` of `length` bytes at `iova`; a length of 0 stands for the whole
     /// 64-bit space (`[0, 2^64)` wraps to 0), which the kernel takes as iova 0, length
     /// `UInt64.max`.
-    @usableFromInline
+    @inline(__always)
     func unmap(iova: UInt64, length: UInt64, _ ioas: IOASID, _ operation: IOMMUFDError.Operation) throws(IOMMUFDError) -> UInt64 {
         var cmd = makeCommand(cio_iommu_ioas_unmap.self)
         cmd.ioas_id = ioas.rawValue
@@ -221,10 +220,16 @@ extension IOMMUFDContext {
 
     /// The length of a map's host range; only a range of 2^64 bytes, which no 64-bit field
     /// carries, is refused here (`EOVERFLOW`, the kernel's answer for lengths past its range).
-    @inlinable @inline(__always)
+    @inline(__always)
     func mapLength(_ op: IOMMUFDError.Operation, _ request: IoctlRequest, _ host: HostRange) throws(IOMMUFDError) -> UInt64 {
         let length = host.last.rawValue &- host.first.rawValue &+ 1
-        if length == 0 { throw IOMMUFDError(op, request: request, reason: .invalidRange(.wholeSpace)) }
+        if length == 0 { throw Self.wholeSpace(op, request) }
         return length
+    }
+
+    /// The error for a range of 2^64 bytes; out of line, so the call's fast path stays small.
+    @inline(never)
+    static func wholeSpace(_ op: IOMMUFDError.Operation, _ request: IoctlRequest) -> IOMMUFDError {
+        IOMMUFDError(op, request: request, reason: .invalidRange(.wholeSpace))
     }
 }

@@ -1,17 +1,19 @@
-import CIOMMUFD
+// Public so the inlinable flags below can name the kernel's bits.
+public import CIOMMUFD
 
 /// What a device may do through a mapping.
 ///
 /// The kernel's flag bits (`enum iommufd_ioas_map_flags`); a fixed IOVA is asked for by
-/// passing `at:` to the map calls, never by a flag.
+/// passing `at:` to the map calls, never by a flag. Inlinable, so a caller's access argument
+/// (the default `[.readable, .writeable]` too) folds to a constant.
 public struct MapAccess: OptionSet, Hashable, Sendable, CustomStringConvertible {
     public let rawValue: UInt32
-    public init(rawValue: UInt32) { self.rawValue = rawValue }
+    @inlinable public init(rawValue: UInt32) { self.rawValue = rawValue }
 
     /// The device may write the memory. `IOMMU_IOAS_MAP_WRITEABLE`.
-    public static let writeable = Self(rawValue: CIO_IOMMU_IOAS_MAP_WRITEABLE)
+    @inlinable public static var writeable: Self { Self(rawValue: CIO_IOMMU_IOAS_MAP_WRITEABLE) }
     /// The device may read the memory. `IOMMU_IOAS_MAP_READABLE`.
-    public static let readable = Self(rawValue: CIO_IOMMU_IOAS_MAP_READABLE)
+    @inlinable public static var readable: Self { Self(rawValue: CIO_IOMMU_IOAS_MAP_READABLE) }
 
     static let fixedIOVA = CIO_IOMMU_IOAS_MAP_FIXED_IOVA
 
