@@ -94,7 +94,7 @@ public final class SharedIOMMUFDContext: Sendable {
 /// kernel uses it to tell old callers from new ones.
 @inline(__always)
 func makeCommand<T>(_ type: T.Type) -> T {
-    withUnsafeTemporaryAllocation(of: T.self, capacity: 1) { p in
+    _withUnprotectedUnsafeTemporaryAllocation(of: T.self, capacity: 1) { p in
         let raw = UnsafeMutableRawBufferPointer(p)
         raw.initializeMemory(as: UInt8.self, repeating: 0)
         raw.storeBytes(of: UInt32(MemoryLayout<T>.size), as: UInt32.self)

@@ -49,7 +49,9 @@ public struct LinuxKernel: KernelInterface {
 
     public func open(_ path: String, flags: CInt) -> Result<CInt, Errno> { Syscalls.open(path, flags) }
     public func close(_ fd: CInt) -> Result<Void, Errno> { Syscalls.close(fd) }
-    @inline(__always)
+    /// Inlinable, so a caller that knows it holds the real kernel (``isLinuxKernel``) makes the
+    /// ioctl with no dynamic dispatch in between.
+    @inlinable @inline(__always)
     public func ioctl(_ fd: CInt, _ request: IoctlRequest, _ argument: UnsafeMutableRawPointer?) -> Result<CInt, Errno> {
         Syscalls.ioctl(fd, request.rawValue, argument)
     }
@@ -84,6 +86,9 @@ public struct LinuxKernel: KernelInterface {
 }
 
 extension KernelInterface {
+    /// Whether this is ``LinuxKernel``: hot paths check it once and then call it statically.
+    public var isLinuxKernel: Bool { self is LinuxKernel }
+
     /// Reads a small text file whole (a sysfs attribute): `open`, `read` until end of file,
     /// `close`, all through this interface.
     public func readTextFile(_ path: String, maximumBytes: Int = 4096) -> Result<String, Errno> {

@@ -1,14 +1,15 @@
 #if canImport(Glibc)
-import Glibc
+public import Glibc
 #endif
-import CIOMMUFD
-import SystemPackage
+public import CIOMMUFD
+public import SystemPackage
 
 /// The only place this package calls libc. Each call captures `errno` at once and retries
 /// `EINTR`; everything above sees `Result<_, Errno>`. Only ``LinuxKernel`` calls it: the rest of
 /// the package reaches the kernel through a ``KernelInterface``.
+@usableFromInline
 enum Syscalls {
-    @inline(__always)
+    @inlinable @inline(__always)
     static func retrying<R: FixedWidthInteger>(_ body: () -> R) -> Result<R, Errno> {
         while true {
             let r = body()
@@ -27,7 +28,7 @@ enum Syscalls {
         Glibc.close(fd) == 0 ? .success(()) : .failure(Errno(rawValue: Glibc.errno))
     }
 
-    @inline(__always)
+    @inlinable @inline(__always)
     static func ioctl(_ fd: CInt, _ request: UInt, _ argument: UnsafeMutableRawPointer?) -> Result<CInt, Errno> {
         retrying { cio_ioctl(fd, request, argument) }
     }

@@ -111,10 +111,16 @@ struct StubKernel: KernelInterface {
     func pwrite(_ fd: CInt, from buffer: UnsafeRawBufferPointer, at offset: Int64) -> Result<Int, Errno> { .success(0) }
     func read(_ fd: CInt, into buffer: UnsafeMutableRawBufferPointer) -> Result<Int, Errno> { .success(0) }
     func write(_ fd: CInt, from buffer: UnsafeRawBufferPointer) -> Result<Int, Errno> { .success(0) }
-    func mmap(_ fd: CInt, length: Int, protection: CInt, offset: Int64) -> Result<UnsafeMutableRawPointer, Errno> {
+    func mmap(length: Int, protection: CInt, flags: CInt, fd: CInt, offset: Int64) -> Result<UnsafeMutableRawPointer, Errno> {
         .failure(.invalidArgument)
     }
     func munmap(_ address: UnsafeMutableRawPointer, length: Int) -> Result<Void, Errno> { .success(()) }
+    func memfdCreate(_ name: String, flags: UInt32) -> Result<CInt, Errno> { .failure(.invalidArgument) }
+    func ftruncate(_ fd: CInt, length: Int64) -> Result<Void, Errno> { .success(()) }
+    func eventfd(initialValue: UInt32, flags: CInt) -> Result<CInt, Errno> { .failure(.invalidArgument) }
+    func poll(_ fd: CInt, events: Int16, timeoutMilliseconds: CInt) -> Result<Int16, Errno> { .success(0) }
+    func readlink(_ path: String) -> Result<String, Errno> { .failure(.invalidArgument) }
+    func listDirectory(_ path: String) -> Result<[String], Errno> { .failure(.invalidArgument) }
 }
 
 /// One measured region: `iterations` calls between a callgrind zero and a dump named

@@ -10,12 +10,16 @@ import Glibc
 struct KernelDescriptor: ~Copyable, Sendable {
     let rawValue: CInt
     let kernel: any KernelInterface
+    /// `kernel` is ``LinuxKernel``: the ioctl path calls it statically, with no witness-table
+    /// dispatch (measured: about 50 instructions per call, most of the typed layer's cost).
+    let isLinux: Bool
     /// Cleared by ``close()``, which closes the descriptor itself.
     private var closeOnDeinit = true
 
     init(_ rawValue: CInt, kernel: any KernelInterface) {
         self.rawValue = rawValue
         self.kernel = kernel
+        self.isLinux = kernel.isLinuxKernel
     }
 
     deinit { if closeOnDeinit { _ = kernel.close(rawValue) } }
@@ -33,7 +37,11 @@ struct KernelDescriptor: ~Copyable, Sendable {
         _ request: IoctlRequest, _ argument: inout Argument, _ operation: IOMMUFDError.Operation
     ) throws(IOMMUFDError) {
         let fd = rawValue
-        let r = withUnsafeMutableBytes(of: &argument) { kernel.ioctl(fd, request, $0.baseAddress) }
+        // Unprotected: the argument is a plain C struct, so no stack canary is needed (5
+        // instructions of a 4 KiB map's ~80 in the typed layer).
+        let r = _withUnprotectedUnsafeMutableBytes(of: &argument) { p in
+            isLinux ? LinuxKernel().ioctl(fd, request, p.baseAddress) : kernel.ioctl(fd, request, p.baseAddress)
+        }
         if case .failure(let e) = r { throw IOMMUFDError(operation, request: request, errno: e) }
     }
 
@@ -41,7 +49,7 @@ struct KernelDescriptor: ~Copyable, Sendable {
     func ioctl(
         _ request: IoctlRequest, buffer: UnsafeMutableRawPointer?, _ operation: IOMMUFDError.Operation
     ) -> Result<Void, IOMMUFDError> {
-        switch kernel.ioctl(rawValue, request, buffer) {
+        switch isLinux ? LinuxKernel().ioctl(rawValue, request, buffer) : kernel.ioctl(rawValue, request, buffer) {
         case .success: .success(())
         case .failure(let e): .failure(IOMMUFDError(operation, request: request, errno: e))
         }
