@@ -1,6 +1,10 @@
 // Measures where a field of an imported C struct really lies: zero the struct, set the
-// field to all ones through its key path, and see which bytes changed. This works the same
-// for plain fields, fields inside anonymous unions and tuple (C array) elements.
+// field through its key path, and see which bytes hold what was written. This works the same
+// for plain fields, fields inside anonymous unions and tuple (C array) elements. A field of an
+// anonymous union is reached through a computed property, whose copy of the union need not
+// keep padding bytes (under ThreadSanitizer they come back as stack garbage), so the field's
+// bytes are those that read 0xff after writing all ones and 0x5a after writing 0x5a5a...:
+// padding cannot pass both.
 
 /// The expected place of one field, and where it was found.
 struct FieldCheck: Sendable, CustomStringConvertible {
@@ -35,11 +39,16 @@ struct Probe<T> {
     let path: String
     let offset: Int
     let width: Int
-    let write: (inout T) -> Void
+    /// Writes the field with every byte set to the given one.
+    let write: (inout T, UInt8) -> Void
 }
 
 private func probe<T, V: FixedWidthInteger>(_ path: WritableKeyPath<T, V>, _ offset: Int) -> Probe<T> {
-    Probe(path: "\(path)", offset: offset, width: MemoryLayout<V>.size) { $0[keyPath: path] = ~V.zero }
+    Probe(path: "\(path)", offset: offset, width: MemoryLayout<V>.size) { value, byte in
+        var pattern = V.zero
+        for _ in 0..<MemoryLayout<V>.size { pattern = pattern << 8 | V(truncatingIfNeeded: byte) }
+        value[keyPath: path] = pattern
+    }
 }
 
 // The helpers fix the field's Swift type, so a wrong width or signedness in CIOMMUFD.h
@@ -61,11 +70,13 @@ private func zeroed<T>(_: T.Type) -> T {
 
 func layout<T>(_ type: T.Type, size: Int, align: Int, _ probes: [Probe<T>]) -> StructCheck {
     let fields = probes.map { probe -> FieldCheck in
-        var value = zeroed(T.self)
-        probe.write(&value)
-        let changed = withUnsafeBytes(of: &value) { bytes in
-            bytes.indices.filter { bytes[$0] != 0 }
+        func written(_ byte: UInt8) -> [UInt8] {
+            var value = zeroed(T.self)
+            probe.write(&value, byte)
+            return withUnsafeBytes(of: &value) { Array($0) }
         }
+        let ones = written(0xff), fives = written(0x5a)
+        let changed = ones.indices.filter { ones[$0] == 0xff && fives[$0] == 0x5a }
         return FieldCheck(
             path: probe.path, expectedOffset: probe.offset, expectedWidth: probe.width,
             foundOffset: changed.first, foundWidth: changed.count)
