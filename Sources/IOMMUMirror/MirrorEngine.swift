@@ -118,8 +118,7 @@ public struct MirrorEngine: ~Copyable {
             metrics.changesIn += 1
             var outcome = plan(change)
             if outcome.status == .applied {
-                if let failing = execute(change: c, outcome: &outcome, result: &result) {
-                    _ = failing
+                if !execute(change: c, outcome: &outcome, result: &result) {
                     outcome.status = .failed
                     result.changes.append(outcome)
                     rollBack(failedChange: c, result: &result)
@@ -491,9 +490,9 @@ public struct MirrorEngine: ~Copyable {
 
     // MARK: Executing
 
-    /// Runs the plan on every target in service. Returns the target whose failure stops the
-    /// batch (rollback policy); under quarantine a failing target leaves service instead.
-    mutating func execute(change c: Int, outcome: inout MirrorChangeOutcome, result: inout MirrorBatchResult) -> Int? {
+    /// Runs the plan on every target in service. Returns `false` when a target failed and the
+    /// batch must be rolled back; under quarantine a failing target leaves service instead.
+    mutating func execute(change c: Int, outcome: inout MirrorChangeOutcome, result: inout MirrorBatchResult) -> Bool {
         for t in targets.indices where !quarantined[t] {
             var done = 0
             if let failure = run(on: t, done: &done, transient: outcome.transientUnmaps) {
@@ -501,12 +500,12 @@ public struct MirrorEngine: ~Copyable {
                 result.targets[t].failure = failure
                 result.targets[t].failedChange = c
                 result.targets[t].operationsDoneInFailedChange = done
-                if configuration.failure == .rollback { return t }
+                if configuration.failure == .rollback { return false }
                 quarantined[t] = true
                 result.targets[t].state = .quarantined
             }
         }
-        return nil
+        return true
     }
 
     /// The plan on target `t`: unmaps (one call per run of adjacent areas), then maps.

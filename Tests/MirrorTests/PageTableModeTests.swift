@@ -173,8 +173,11 @@ struct PageOracle {
         return base + (size > page ? 0 : rng.below(slots / 4) * size)
     }
 
+    /// With `inject`, IOAS calls fail now and then: every IOAS must then hold exactly its
+    /// reported shadow, a rolled-back batch must leave the pre-batch view, and the batch
+    /// applied again must reach the oracle's areas.
     static func randomStream<F: PageTableFormat, H: PageTableFormat>(_ format: F, host: H, coalescing: MirrorEngine.CoalescingPolicy,
-                                                                   seed: UInt64) throws {
+                                                                   seed: UInt64, inject: Bool = false) throws {
         var rng = SplitMix64(seed: 0x9A6E + seed)
         var (ram, t, guest) = try setUp(format, host: host)
         var engine = try Self.engine(ram, t, guest, coalescing: coalescing)
@@ -182,6 +185,7 @@ struct PageOracle {
         var batch = MirrorBatch(capacity: 16)
         var result = MirrorBatchResult(capacity: 16)
         var transientSeen = 0
+        var rollbacks = 0, rebuilt = 0
         let perms: [Permissions] = [.read, .readWrite, .readWrite, .write, [.read, .write, .execute]]
         for _ in 0..<50 {
             // Guest edits inside one 2 MiB window, then one invalidation per window touched (or
@@ -206,6 +210,7 @@ struct PageOracle {
                 }
             }
             let resync = rng.chance(10)
+            let before = oracle.refAreas
             var expected: (Int, Int, Int) = (0, 0, 0)
             let v = oracle.view(guest)
             if resync {
@@ -219,7 +224,40 @@ struct PageOracle {
                 }
             }
             let maps = t.mapCalls, unmaps = t.unmapCalls
+            if inject && rng.chance(40) {
+                let requests: [IoctlRequest] = [.ioasMap, .ioasUnmap]
+                t.model.injectFailure(.noMemory, for: requests[Int(rng.below(2))], count: 1 + Int(rng.below(2)))
+            }
             engine.apply(batch, into: &result)
+            if inject {
+                var tries = 0
+                while result.rolledBack && tries < 8 {
+                    rollbacks += 1
+                    for k in 0..<2 { #expect(t.areas(k, ram) == asIOAS(refAreas(engine.targetShadows[k]))) }
+                    #expect(refAreas(engine.shadow) == before, "a rolled-back batch leaves the pre-batch view")
+                    #expect(result.targets.contains { $0.failure != nil })
+                    // A target whose undo failed is out of service: rebuild it to the engine's
+                    // view by hand, then put it back.
+                    for k in 0..<2 where result.targets[k].state == .rollbackFailed {
+                        #expect(engine.quarantined[k])
+                        _ = try? t.context.iommufd.unmapAll(from: t.ioas[k])
+                        for e in engine.shadow {
+                            let r = try #require(ram.region(of: e.guestPhysical.rawValue))
+                            let host = try HostRange(base: HostAddress(r.host + (e.guestPhysical.rawValue - r.first)), length: e.length)
+                            _ = try t.context.iommufd.map(host, into: t.ioas[k], at: e.iova.first,
+                                           access: e.permissions.contains(.write) ? [.readable, .writeable] : [.readable])
+                        }
+                        engine.restore(target: k)
+                        rebuilt += 1
+                    }
+                    engine.apply(batch, into: &result)
+                    tries += 1
+                }
+                #expect(!result.rolledBack && !engine.quarantined.contains(true), "\(result.targets)")
+                for k in 0..<2 { #expect(t.areas(k, ram) == asIOAS(oracle.refAreas)) }
+                #expect(engine.checkInvariants() == [])
+                continue
+            }
             #expect(!result.rolledBack)
             #expect(t.mapCalls - maps == 2 * expected.1, "maps")
             #expect(t.unmapCalls - unmaps == 2 * expected.0, "unmaps")
@@ -230,6 +268,10 @@ struct PageOracle {
             #expect(engine.checkInvariants() == [])
         }
         if coalescing == .strict { #expect(transientSeen == 0) }
+        if inject {
+            #expect(rollbacks > 0, "no injected failure caused a rollback")
+            print("seed \(seed): \(rollbacks) rollbacks, \(rebuilt) targets rebuilt after a failed undo")
+        }
         // A resync of an unchanged table touches nothing (refused leaves stay refused).
         let before = t.mapCalls + t.unmapCalls
         #expect(engine.apply(.resync).changes[0].operations == 0)
@@ -249,6 +291,11 @@ struct PageOracle {
     @Test("Arm stage-2 guest into two IOAS and a VT-d table", arguments: [MirrorEngine.CoalescingPolicy.perUnit, .strict], 0..<6)
     func armGuest(coalescing: MirrorEngine.CoalescingPolicy, seed: UInt64) throws {
         try Self.randomStream(try ArmVMSAv8(stage: .stage2), host: try VTdSecondStage(levels: 4), coalescing: coalescing, seed: seed)
+    }
+
+    @Test("injected IOAS failures in page-table mode: exact reported state, rollback, retry", arguments: 0..<8)
+    func injectedFailures(seed: UInt64) throws {
+        try Self.randomStream(try VTdSecondStage(levels: 4), host: try AMDv1(levels: 4), coalescing: .perUnit, seed: 0x1000 + seed, inject: true)
     }
 
     @Test("a guest unmap inside a coalesced area splits it once; strict never does")
