@@ -1,6 +1,7 @@
 public import IOMMUAddresses
 public import IOPageTables
 import Histogram
+import IOMMUFD
 
 /// Keeps every target of one guest IO address space equal to the guest's view.
 ///
@@ -75,6 +76,8 @@ public struct MirrorEngine: ~Copyable {
 
     var nextUnit: UInt64 = 1
     var scratch: Scratch
+    /// Per target that fans out by copy: the earlier IOAS target of its iommufd to copy from.
+    let copySources: [(target: Int, ioas: IOASID)?]
 
     /// An engine for one guest space over `targets`, all empty.
     /// - Throws: ``SetupError`` when a target needs coarser alignment than the granule.
@@ -91,6 +94,13 @@ public struct MirrorEngine: ~Copyable {
         self.quarantined = targets.map { _ in false }
         self.metrics = MirrorMetrics(targets: targets.count)
         self.scratch = Scratch(capacity: configuration.shadowCapacity)
+        self.copySources = targets.indices.map { t -> (target: Int, ioas: IOASID)? in
+            guard let target = targets[t] as? IOASTarget, target.fanOut == .copy else { return nil }
+            for s in 0..<t {
+                if let source = targets[s] as? IOASTarget, source.context === target.context { return (s, source.ioas) }
+            }
+            return nil
+        }
     }
 
     /// The root of the guest's table, in page-table mode.
@@ -553,7 +563,7 @@ public struct MirrorEngine: ~Copyable {
         metrics.targets[t].transientUnmaps += transient
         for e in scratch.toMap {
             metrics.targets[t].calls += 1
-            do { try target.map(mapping(e)) } catch { return error }
+            do { try target.map(mapping(e, on: t)) } catch { return error }
             try! targetShadows[t].insert(e)
             if journaling { scratch.journal.append(.mapped(target: t, e)) }
             metrics.targets[t].maps += 1
@@ -568,13 +578,16 @@ public struct MirrorEngine: ~Copyable {
         if journaling { scratch.journal.append(.unmapped(target: t, e)) }
     }
 
-    /// The host side of an extent (which lies in one region by construction).
-    func mapping(_ e: MirrorExtent) -> MirrorMapping {
+    /// The host side of an extent (which lies in one region by construction) for target `t`,
+    /// with a copy source only where one in service holds exactly this area.
+    func mapping(_ e: MirrorExtent, on t: Int) -> MirrorMapping {
         let region = memory.regions[memory.regionIndex(containing: e.guestPhysical)!]
         let offset = e.guestPhysical.rawValue - region.guestPhysical.first.rawValue
+        var copySource: IOASID? = nil
+        if let (s, ioas) = copySources[t], !quarantined[s], targetShadows[s].extent(containing: e.iova.first) == e { copySource = ioas }
         return MirrorMapping(iova: e.iova, guestPhysical: e.guestPhysical, host: region.host(of: e.guestPhysical),
                              file: region.file.map { MirrorFileBacking(descriptor: $0.descriptor, offset: $0.offset + offset) },
-                             permissions: e.permissions)
+                             permissions: e.permissions, copySource: copySource)
     }
 
     /// Makes the plan the engine's view, after every target in service holds it.
@@ -632,7 +645,7 @@ public struct MirrorEngine: ~Copyable {
                 metrics.targets[t].calls += 1
                 metrics.targets[t].rollbackCalls += 1
                 do {
-                    try targets[t].map(mapping(e))
+                    try targets[t].map(mapping(e, on: t))
                     try! targetShadows[t].insert(e)
                     metrics.targets[t].bytesMapped &+= e.length
                 } catch {

@@ -13,6 +13,9 @@ public struct MirrorMapping: Hashable, Sendable {
     public var file: MirrorFileBacking?
     /// Read and write only.
     public var permissions: Permissions
+    /// An IOAS of the same iommufd that holds exactly this area now, for a target that fans
+    /// out by `IOMMU_IOAS_COPY` (set by the engine; `nil` otherwise).
+    public var copySource: IOASID?
 
     public var length: UInt64 { iova.last.rawValue &- iova.first.rawValue &+ 1 }
 }
@@ -78,8 +81,9 @@ extension MirrorTarget {
 
 // MARK: IOAS
 
-/// An iommufd IOAS as a target: one `IOMMU_IOAS_MAP` (or `IOMMU_IOAS_MAP_FILE`) per area, one
-/// `IOMMU_IOAS_UNMAP` per run of areas. Works on the real kernel and on `IOMMUFDModel`.
+/// An iommufd IOAS as a target: one `IOMMU_IOAS_MAP` (or `IOMMU_IOAS_MAP_FILE`, or
+/// `IOMMU_IOAS_COPY` from another IOAS) per area, one `IOMMU_IOAS_UNMAP` per run of areas.
+/// Works on the real kernel and on `IOMMUFDModel`.
 public final class IOASTarget: MirrorTarget {
     public let name: String
     public let context: SharedIOMMUFDContext
@@ -88,14 +92,29 @@ public final class IOASTarget: MirrorTarget {
     public let alignment: UInt64
     /// How this kernel answers; decides `MAP_FILE` and how an empty unmap reads.
     public let behaviour: KernelBehaviour
+    /// How a second IOAS of the same iommufd gets an area an earlier target already holds.
+    public enum FanOut: Hashable, Sendable {
+        /// `IOMMU_IOAS_MAP` again (the memory is pinned again).
+        case map
+        /// `IOMMU_IOAS_COPY` from the earlier IOAS (pinned once).
+        case copy
+    }
+
+    public let fanOut: FanOut
 
     /// A target over `ioas` of `context`, with its usable ranges read now.
+    ///
+    /// With `fanOut: .copy` the engine creates an area here by `IOMMU_IOAS_COPY` from the first
+    /// earlier IOAS target of the same context that is in service and holds exactly that area
+    /// (``MirrorMapping/copySource``); otherwise by a map.
     /// - Throws: ``IOMMUFDError`` of `IOMMU_IOAS_IOVA_RANGES`.
-    public init(name: String, context: SharedIOMMUFDContext, ioas: IOASID, behaviour: KernelBehaviour) throws(IOMMUFDError) {
+    public init(name: String, context: SharedIOMMUFDContext, ioas: IOASID, behaviour: KernelBehaviour,
+                fanOut: FanOut = .map) throws(IOMMUFDError) {
         self.name = name
         self.context = context
         self.ioas = ioas
         self.behaviour = behaviour
+        self.fanOut = fanOut
         let ranges = try context.iommufd.iovaRanges(of: ioas)
         self.usableRanges = ranges.ranges
         self.alignment = max(ranges.alignment, 1)
@@ -105,14 +124,16 @@ public final class IOASTarget: MirrorTarget {
         !permissions.isEmpty && permissions.subtracting(.readWrite).isEmpty
     }
 
-    /// The corresponding ioctl is `IOMMU_IOAS_MAP`, or `IOMMU_IOAS_MAP_FILE` for a memfd-backed
-    /// region when the kernel has it.
+    /// The corresponding ioctl is `IOMMU_IOAS_COPY` with a copy source, else `IOMMU_IOAS_MAP`,
+    /// or `IOMMU_IOAS_MAP_FILE` for a memfd-backed region when the kernel has it.
     public func map(_ m: MirrorMapping) throws(MirrorTargetError) {
         var access: MapAccess = []
         if m.permissions.contains(.read) { access.insert(.readable) }
         if m.permissions.contains(.write) { access.insert(.writeable) }
         do {
-            if let file = m.file, behaviour.mapFile {
+            if let source = m.copySource {
+                _ = try context.iommufd.copy(m.iova, from: source, to: ioas, at: m.iova.first, access: access)
+            } else if let file = m.file, behaviour.mapFile {
                 _ = try context.iommufd.mapFile(file.descriptor, offset: file.offset, length: m.length, into: ioas, at: m.iova.first, access: access)
             } else {
                 let host = try! HostRange(base: m.host, length: m.length)

@@ -10,7 +10,8 @@ import Testing
 extension EduKernelTests {
     /// The mirror engine on the real kernel: a guest's VT-d second-stage table mirrored into the
     /// edu device's IOAS (real DMA through the emulated VT-d), an IOAS with a mock-IOMMU device
-    /// (the kernel checks its page table) and an AMD v1 host table (walked back).
+    /// that copies its areas from the first (the kernel checks its page table) and an AMD v1
+    /// host table (walked back).
     @Suite struct MirrorKernelTests {
         /// Guest RAM: 8 MiB of one memfd at guest-physical 0 (so IOAS maps go through
         /// `IOMMU_IOAS_MAP_FILE` where the kernel has it); the guest's tables from 7 MiB.
@@ -58,7 +59,8 @@ extension EduKernelTests {
             let hostTable = try PageTableTarget(name: "amdv1", format: try AMDv1(levels: 4))
             let targets: [any MirrorTarget] = [
                 try IOASTarget(name: "edu", context: shared, ioas: eduIOAS, behaviour: behaviour),
-                try IOASTarget(name: "mock", context: shared, ioas: mockIOAS, behaviour: behaviour),
+                // Pinned once: the mock IOAS copies each area from the edu IOAS (IOMMU_IOAS_COPY).
+                try IOASTarget(name: "mock", context: shared, ioas: mockIOAS, behaviour: behaviour, fanOut: .copy),
                 hostTable,
             ]
             var engine = try MirrorEngine(

@@ -104,14 +104,14 @@ struct ModelTargets {
     let null: NullTarget
     let behaviour: KernelBehaviour
 
-    init(pageTable makeTable: () throws -> any MirrorTarget) throws {
+    init(fanOut: IOASTarget.FanOut = .map, pageTable makeTable: () throws -> any MirrorTarget) throws {
         model = IOMMUFDModel(.init(pageSize: page, tracing: false))
         context = SharedIOMMUFDContext(try IOMMUFDContext(kernel: model))
         behaviour = try KernelBehaviour.probe(context.iommufd)
         let a = try context.iommufd.allocateIOAS(), b = try context.iommufd.allocateIOAS()
         ioas = [a, b]
         ioasTargets = [try IOASTarget(name: "ioas-a", context: context, ioas: a, behaviour: behaviour),
-                       try IOASTarget(name: "ioas-b", context: context, ioas: b, behaviour: behaviour)]
+                       try IOASTarget(name: "ioas-b", context: context, ioas: b, behaviour: behaviour, fanOut: fanOut)]
         pageTable = try makeTable()
         null = NullTarget()
         model.resetCounters()

@@ -204,6 +204,40 @@ struct RequestReference {
         #expect(failuresSeen > 0, "no injected failure reached a target")
     }
 
+    @Test("fan-out by IOAS_COPY: the second IOAS copies every area the first just mapped, never a stale one",
+          arguments: 0..<4)
+    func copyFanOut(seed: UInt64) throws {
+        var rng = SplitMix64(seed: 0xC09 + seed)
+        let ram = try TestRAM(Self.layout, memfdLast: true)
+        let t = try ModelTargets(fanOut: .copy, pageTable: Self.x86Table)
+        var engine = try Self.makeEngine(ram, t, failure: .quarantine)
+        var ref = RequestReference(ram: ram, space: 0...0xFFFF_FFFF, tableExpresses: { $0.contains(.read) })
+        var maps = 0
+        for _ in 0..<200 {
+            let change = Self.randomChange(&rng)
+            switch change {
+            case .map(let iova, let length, let gpa, let perms):
+                let (e, m) = ref.expectMap(iova.rawValue, length, gpa.rawValue, perms)
+                if let m { ref.mappings.append(m) }
+                if case .applied(let n, _) = e { maps += n }
+            case .unmap(let iova, let length):
+                if case .applied = ref.expectUnmap(iova.rawValue, length) { ref.unmap(iova.rawValue, length) }
+            default: break
+            }
+            _ = engine.apply(change)
+        }
+        #expect(t.model.ioctlCount(.ioasCopy) == maps)
+        #expect(t.model.ioctlCount(.ioasMap) + t.model.ioctlCount(.ioasMapFile) == maps)
+        for k in 0..<2 { #expect(t.areas(k, ram) == asIOAS(ref.areas)) }
+        // With the source out of service, the copying target maps on its own.
+        t.model.injectFailure(.noMemory, for: .ioasMap, count: 1)
+        let r = engine.apply(.map(iova: IOVA(0x8000_0000), length: page, guestPhysical: GuestPhysicalAddress(0x1000), permissions: .read))
+        #expect(engine.quarantined == [true, false, false, false] && r.changes[0].status == .applied)
+        #expect(t.model.ioctlCount(.ioasCopy) == maps)
+        #expect(t.areas(1, ram).contains(RefArea(first: 0x8000_0000, last: 0x8000_0FFF, gpa: 0x1000, perms: .read)))
+        #expect(engine.checkInvariants() == [])
+    }
+
     @Test func probeOnTheModel() throws {
         let t = try ModelTargets(pageTable: Self.x86Table)
         #expect(t.behaviour == KernelBehaviour(emptyUnmap: .noSuchEntry, copiesPartOfArea: true, mapFile: true))
