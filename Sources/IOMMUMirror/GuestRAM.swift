@@ -81,10 +81,15 @@ public struct GuestRAM: GuestMemory, @unchecked Sendable {
         }
     }
 
+    /// The first address of a region sharing a byte with `range`, if any.
+    public func overlappingRegion(_ range: GuestPhysicalRange) -> GuestPhysicalAddress? {
+        regions.first { $0.guestPhysical.overlaps(range) }?.guestPhysical.first
+    }
+
     /// Adds `region`.
     /// - Throws: ``MirrorRefusal/regionOverlaps(_:)`` when it shares a byte with a region.
     public mutating func add(_ region: MirrorMemoryRegion) throws(MirrorRefusal) {
-        for r in regions where r.guestPhysical.overlaps(region.guestPhysical) { throw .regionOverlaps(r.guestPhysical.first) }
+        if let other = overlappingRegion(region.guestPhysical) { throw .regionOverlaps(other) }
         let i = regions.firstIndex { $0.guestPhysical.first > region.guestPhysical.first } ?? regions.count
         regions.insert(region, at: i)
     }

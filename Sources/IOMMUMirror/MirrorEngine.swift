@@ -194,8 +194,9 @@ public struct MirrorEngine: ~Copyable {
             }
             return outcome
         case (.addRegion(let region), _):
-            var copy = memory
-            do { try copy.add(region) } catch { return MirrorChangeOutcome(status: .refused, refusal: error) }
+            if let other = memory.overlappingRegion(region.guestPhysical) {
+                return MirrorChangeOutcome(status: .refused, refusal: .regionOverlaps(other))
+            }
             return MirrorChangeOutcome(status: .applied)
         case (.removeRegion(let base), _):
             guard let i = memory.regions.firstIndex(where: { $0.guestPhysical.first == base }) else {

@@ -298,7 +298,15 @@ struct RequestReference {
              .permissionsNotExpressible(.execute, target: nil)),
             (.invalidate(iova: IOVA(0), length: page), .wrongMode),
             (.removeRegion(base: GuestPhysicalAddress(0x3000)), .unknownRegion(GuestPhysicalAddress(0x3000))),
+            (.addRegion(try MirrorMemoryRegion(guestPhysical: GuestPhysicalAddress(0x1F_F000), length: 2 * page, host: HostAddress(0x1_0000))),
+             .regionOverlaps(GuestPhysicalAddress(1 << 20))),
         ]
+        #expect(throws: MirrorRefusal.invalidRegion) {
+            try MirrorMemoryRegion(guestPhysical: GuestPhysicalAddress(0), length: 0, host: HostAddress(0x1_0000))
+        }
+        #expect(throws: MirrorRefusal.invalidRegion) {
+            try MirrorMemoryRegion(guestPhysical: GuestPhysicalAddress(0), length: 2 * page, host: HostAddress(UInt64.max - page))
+        }
         var batch = MirrorBatch()
         for (c, _) in cases { batch.append(c) }
         var result = MirrorBatchResult()
