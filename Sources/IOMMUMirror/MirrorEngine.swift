@@ -148,7 +148,8 @@ public struct MirrorEngine: ~Copyable {
         }
     }
 
-    /// Applies one change alone (a batch of one, through a reused buffer).
+    /// Applies one change alone, as a batch of one. Allocates the batch and the result: for
+    /// tests and rare changes; streams use ``apply(_:into:)`` with buffers they keep.
     public mutating func apply(_ change: MirrorChange) -> MirrorBatchResult {
         var batch = MirrorBatch(capacity: 1)
         batch.append(change)
