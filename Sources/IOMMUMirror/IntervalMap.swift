@@ -59,10 +59,14 @@ public enum IntervalMapError: Error, Hashable, Sendable {
 /// An exact map of non-overlapping IOVA extents, sorted by IOVA: what one target holds, area
 /// for area (adjacent extents are never merged).
 ///
-/// Lookups are binary searches over a contiguous array and allocate nothing; insertion and
-/// removal move the tail of the array and allocate only when it grows past its capacity.
+/// Lookups are binary searches over a contiguous array and allocate nothing. The array keeps
+/// free room before its first extent, so an insertion or removal moves whichever side of it is
+/// shorter (removing the oldest areas of a FIFO-like stream costs O(1)); it allocates only when
+/// the array grows past its capacity.
 public struct IOVAIntervalMap: RandomAccessCollection, Hashable, Sendable, CustomStringConvertible {
+    /// Extents live in `storage[head...]`; `storage[..<head]` is free room.
     @usableFromInline var storage: [MirrorExtent]
+    @usableFromInline var head = 0
 
     /// An empty map with room for `capacity` extents.
     public init(capacity: Int = 0) {
@@ -71,19 +75,19 @@ public struct IOVAIntervalMap: RandomAccessCollection, Hashable, Sendable, Custo
     }
 
     public var startIndex: Int { 0 }
-    public var endIndex: Int { storage.count }
-    @inlinable public subscript(position: Int) -> MirrorExtent { storage[position] }
+    public var endIndex: Int { storage.count - head }
+    @inlinable public subscript(position: Int) -> MirrorExtent { storage[head + position] }
 
     /// The index of the first extent whose last byte is at or above `address` (`endIndex` if none).
     @inlinable
     public func firstIndex(endingAtOrAbove address: IOVA) -> Int {
         storage.withUnsafeBufferPointer { s in
-            var lo = 0, hi = s.count
+            var lo = head, hi = s.count
             while lo < hi {
                 let mid = (lo + hi) / 2
                 if s[mid].iova.last < address { lo = mid + 1 } else { hi = mid }
             }
-            return lo
+            return lo - head
         }
     }
 
@@ -92,7 +96,7 @@ public struct IOVAIntervalMap: RandomAccessCollection, Hashable, Sendable, Custo
     public func indices(overlapping range: IOVARange) -> Range<Int> {
         let lo = firstIndex(endingAtOrAbove: range.first)
         var hi = lo
-        while hi < storage.count, storage[hi].iova.first <= range.last { hi += 1 }
+        while hi < endIndex, self[hi].iova.first <= range.last { hi += 1 }
         return lo..<hi
     }
 
@@ -100,38 +104,82 @@ public struct IOVAIntervalMap: RandomAccessCollection, Hashable, Sendable, Custo
     @inlinable
     public func extent(containing address: IOVA) -> MirrorExtent? {
         let i = firstIndex(endingAtOrAbove: address)
-        guard i < storage.count, storage[i].iova.first <= address else { return nil }
-        return storage[i]
+        guard i < endIndex, self[i].iova.first <= address else { return nil }
+        return self[i]
     }
 
     /// Inserts `extent` in IOVA order.
     /// - Throws: ``IntervalMapError/overlaps(_:)`` (and changes nothing) when it overlaps an extent.
     public mutating func insert(_ extent: MirrorExtent) throws(IntervalMapError) {
         let i = firstIndex(endingAtOrAbove: extent.iova.first)
-        if i < storage.count, storage[i].iova.first <= extent.iova.last { throw .overlaps(storage[i]) }
-        storage.insert(extent, at: i)
+        if i < endIndex, self[i].iova.first <= extent.iova.last { throw .overlaps(self[i]) }
+        if head > 0 && i < endIndex / 2 {
+            // Move the extents before the new one down into the free room.
+            storage.withUnsafeMutableBufferPointer { s in
+                let base = s.baseAddress!
+                (base + head - 1).update(from: base + head, count: i)
+            }
+            head -= 1
+            storage[head + i] = extent
+        } else {
+            // Give the free room back when it is as large as the map, or before the array
+            // would grow: the move costs what the removals that made the room saved.
+            if head > 0 && (head >= endIndex || storage.count == storage.capacity) {
+                storage.removeSubrange(0..<head)
+                head = 0
+            }
+            storage.insert(extent, at: head + i)
+        }
     }
 
     /// Removes and returns the extent at `index`.
     @discardableResult
-    public mutating func remove(at index: Int) -> MirrorExtent { storage.remove(at: index) }
+    public mutating func remove(at index: Int) -> MirrorExtent {
+        let e = self[index]
+        removeSubrange(index..<(index + 1))
+        return e
+    }
 
     /// Removes the extent equal to `extent`; `false` when it is not held.
     @discardableResult
     public mutating func remove(_ extent: MirrorExtent) -> Bool {
         let i = firstIndex(endingAtOrAbove: extent.iova.first)
-        guard i < storage.count, storage[i] == extent else { return false }
-        storage.remove(at: i)
+        guard i < endIndex, self[i] == extent else { return false }
+        removeSubrange(i..<(i + 1))
         return true
     }
 
-    public mutating func removeSubrange(_ range: Range<Int>) { storage.removeSubrange(range) }
-    public mutating func removeAll() { storage.removeAll(keepingCapacity: true) }
+    public mutating func removeSubrange(_ range: Range<Int>) {
+        let n = range.count
+        guard n > 0 else { return }
+        if range.lowerBound < endIndex - range.upperBound {
+            // Fewer extents before the range: move them up over it.
+            storage.withUnsafeMutableBufferPointer { s in
+                let base = s.baseAddress!
+                (base + head + n).update(from: base + head, count: range.lowerBound)
+            }
+            head += n
+            if head == storage.count { removeAll() }
+        } else {
+            storage.removeSubrange((head + range.lowerBound)..<(head + range.upperBound))
+        }
+    }
+
+    public mutating func removeAll() {
+        storage.removeAll(keepingCapacity: true)
+        head = 0
+    }
 
     /// Bytes held.
-    public var mappedBytes: UInt64 { storage.reduce(0) { $0 &+ $1.length } }
+    public var mappedBytes: UInt64 { reduce(0) { $0 &+ $1.length } }
 
-    public var description: String { "[" + storage.map(\.description).joined(separator: ", ") + "]" }
+    public static func == (a: Self, b: Self) -> Bool { a.elementsEqual(b) }
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(count)
+        for e in self { hasher.combine(e) }
+    }
+
+    public var description: String { "[" + map(\.description).joined(separator: ", ") + "]" }
 }
 
 /// A translation run: bytes contiguous in IOVA and guest-physical address with equal rights,

@@ -43,6 +43,33 @@ import Testing
         #expect(map.mappedBytes == UInt64(owner.count) * page)
     }
 
+    @Test("FIFO streams reuse the room before the first extent; equality ignores where extents sit")
+    func fifoAndEquality() throws {
+        func e(_ k: UInt64) -> MirrorExtent {
+            MirrorExtent(iova: try! IOVARange(base: IOVA(k * page), length: page), guestPhysical: GuestPhysicalAddress(k * page),
+                         permissions: .read, unit: MirrorUnit(rawValue: k))
+        }
+        var fifo = IOVAIntervalMap(capacity: 64)
+        for k in 0..<32 { try fifo.insert(e(UInt64(k))) }
+        for k in 32..<10_000 {
+            let oldest = fifo[0]
+            #expect(oldest == e(UInt64(k - 32)))
+            fifo.remove(at: 0)
+            try fifo.insert(e(UInt64(k)))
+            #expect(fifo.count == 32)
+        }
+        var fresh = IOVAIntervalMap()
+        for k in (10_000 - 32)..<10_000 { try fresh.insert(e(UInt64(k))) }
+        #expect(fifo == fresh && fifo.hashValue == fresh.hashValue)
+        #expect(Array(fifo) == Array(fresh))
+        // Inserts in front and in the lower half land in order.
+        for k in [9_000, 9_950, 9_500, 100, 9_960] { try fifo.insert(e(UInt64(k))) }
+        #expect(zip(fifo, fifo.dropFirst()).allSatisfy { $0.iova.last < $1.iova.first })
+        #expect(fifo.count == 37 && fifo.extent(containing: IOVA(100 * page)) == e(100))
+        fifo.removeSubrange(1..<4)
+        #expect(fifo.map(\.unit.rawValue).prefix(3) == [100, 9_960, 9_968])
+    }
+
     @Test func runsMergeOnlyLikeTranslations() throws {
         func e(_ iova: UInt64, _ pages: UInt64, _ gpa: UInt64, _ p: Permissions = .readWrite) -> MirrorExtent {
             MirrorExtent(iova: try! IOVARange(base: IOVA(iova), length: pages * page), guestPhysical: GuestPhysicalAddress(gpa),
