@@ -15,10 +15,12 @@ let package = Package(
         .library(name: "IOMMUCapabilities", targets: ["IOMMUCapabilities"]),
         .library(name: "IOMMUFDModel", targets: ["IOMMUFDModel"]),
         .library(name: "NUMA", targets: ["NUMA"]),
+        .library(name: "IOMMUMirror", targets: ["IOMMUMirror"]),
         .executable(name: "iommufd-demo", targets: ["iommufd-demo"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-system", from: "1.8.1"),
+        .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.2.0"),
     ],
     targets: [
         // The kernel ABI: the project's own declarations of the iommufd and VFIO uAPI.
@@ -49,6 +51,11 @@ let package = Package(
         .target(
             name: "NUMA", dependencies: ["CNUMA", .product(name: "SystemPackage", package: "swift-system")],
             swiftSettings: strict),
+        // The mirror engine: a guest's IO address space kept equal in iommufd IOAS and host page tables.
+        .target(
+            name: "IOMMUMirror",
+            dependencies: ["IOMMUFD", "IOPageTables", .product(name: "Histogram", package: "hdrhistogram-swift")],
+            swiftSettings: strict),
         // Drivers for QEMU's emulated test devices (the DMA device of the test VM).
         .target(name: "QEMUDevices", dependencies: ["IOMMUFD"], swiftSettings: strict),
 
@@ -62,14 +69,23 @@ let package = Package(
         .testTarget(name: "ABITests", dependencies: ["CIOMMUFD"], swiftSettings: strict),
         .testTarget(name: "IOMMUFDTests", dependencies: ["IOMMUFD", "IOMMUFDModel", "SystemCalls", "TestSupport"], swiftSettings: strict),
         .testTarget(
-            name: "KernelTests", dependencies: ["CIOMMUFD", "IOMMUFD", "NUMA", "IOMMUCapabilities", "IOMMUFDModel", "QEMUDevices", "TestSupport"],
+            name: "KernelTests",
+            dependencies: ["CIOMMUFD", "IOMMUFD", "NUMA", "IOMMUCapabilities", "IOMMUFDModel", "IOMMUMirror", "IOPageTables", "QEMUDevices", "TestSupport"],
             swiftSettings: strict),
         .testTarget(name: "IOPageTableTests", dependencies: ["IOPageTables", "TestSupport"], swiftSettings: strict),
+        .testTarget(
+            name: "MirrorTests",
+            dependencies: [
+                "IOMMUMirror", "IOMMUFD", "IOMMUFDModel", "IOPageTables", "TestSupport",
+                .product(name: "Histogram", package: "hdrhistogram-swift"),
+            ],
+            swiftSettings: strict),
         .testTarget(name: "CapabilityTests", dependencies: ["IOMMUCapabilities"], swiftSettings: strict),
         .testTarget(name: "NUMATests", dependencies: ["NUMA"], swiftSettings: strict),
         // Imports every library product in one file: the public names must compose.
         .testTarget(
-            name: "AllProductsTests", dependencies: ["IOMMUFD", "IOMMUFDModel", "IOMMUCapabilities", "IOPageTables", "NUMA"],
+            name: "AllProductsTests",
+            dependencies: ["IOMMUFD", "IOMMUFDModel", "IOMMUCapabilities", "IOMMUMirror", "IOPageTables", "NUMA"],
             swiftSettings: strict),
     ],
     swiftLanguageModes: [.v6]

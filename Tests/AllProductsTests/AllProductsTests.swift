@@ -3,6 +3,7 @@
 import IOMMUFD
 import IOMMUFDModel
 import IOMMUCapabilities
+import IOMMUMirror
 import IOPageTables
 import NUMA
 import Testing
@@ -24,6 +25,8 @@ import Testing
         let _: IOVA = IOVA(0)
         let _: GuestPhysicalAddress = GuestPhysicalAddress(0)
         let _: NUMANode = NUMANode(0)
+        let _: IOVAIntervalMap = IOVAIntervalMap()
+        let _: any MirrorTarget = NullTarget(name: "null")
     }
 
     /// The bridge from a capability's format kind to its page-table description, every kind.
