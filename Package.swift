@@ -16,9 +16,11 @@ let package = Package(
         .library(name: "IOMMUFDModel", targets: ["IOMMUFDModel"]),
         .library(name: "NUMA", targets: ["NUMA"]),
         .executable(name: "iommufd-demo", targets: ["iommufd-demo"]),
+        .executable(name: "iommuctl", targets: ["iommuctl"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-system", from: "1.8.1"),
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
     ],
     targets: [
         // The kernel ABI: the project's own declarations of the iommufd and VFIO uAPI.
@@ -56,17 +58,25 @@ let package = Package(
         .executableTarget(
             name: "iommufd-demo", dependencies: ["IOMMUCapabilities", "IOPageTables", "QEMUDevices"],
             swiftSettings: strict),
+        // iommuctl: the command-line tool (probe, bind/unbind, check, mirror); its parsing,
+        // formatting and sysfs logic live in IOMMUCtlKit so tests can reach them.
+        .target(name: "IOMMUCtlKit", dependencies: ["IOMMUCapabilities", "IOPageTables", "QEMUDevices"], swiftSettings: strict),
+        .executableTarget(
+            name: "iommuctl",
+            dependencies: ["IOMMUCtlKit", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            swiftSettings: strict),
 
         // What several test targets share (a seeded generator).
         .target(name: "TestSupport", path: "Tests/TestSupport", swiftSettings: strict),
         .testTarget(name: "ABITests", dependencies: ["CIOMMUFD"], swiftSettings: strict),
         .testTarget(name: "IOMMUFDTests", dependencies: ["IOMMUFD", "IOMMUFDModel", "SystemCalls", "TestSupport"], swiftSettings: strict),
         .testTarget(
-            name: "KernelTests", dependencies: ["CIOMMUFD", "IOMMUFD", "NUMA", "IOMMUCapabilities", "IOMMUFDModel", "QEMUDevices", "TestSupport"],
+            name: "KernelTests", dependencies: ["CIOMMUFD", "IOMMUFD", "NUMA", "IOMMUCapabilities", "IOMMUFDModel", "QEMUDevices", "TestSupport", "IOMMUCtlKit"],
             swiftSettings: strict),
         .testTarget(name: "IOPageTableTests", dependencies: ["IOPageTables", "TestSupport"], swiftSettings: strict),
         .testTarget(name: "CapabilityTests", dependencies: ["IOMMUCapabilities"], swiftSettings: strict),
         .testTarget(name: "NUMATests", dependencies: ["NUMA"], swiftSettings: strict),
+        .testTarget(name: "IOMMUCtlTests", dependencies: ["IOMMUCtlKit"], swiftSettings: strict),
         // Imports every library product in one file: the public names must compose.
         .testTarget(
             name: "AllProductsTests", dependencies: ["IOMMUFD", "IOMMUFDModel", "IOMMUCapabilities", "IOPageTables", "NUMA"],
