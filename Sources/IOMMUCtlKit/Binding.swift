@@ -15,6 +15,12 @@ public struct BindingRecord: Codable, Hashable, Sendable {
     public var previousDriver: String?
     /// `vendor:device`, so a record is not applied to another card in the same slot.
     public var ids: String
+
+    public init(address: String, previousDriver: String?, ids: String) {
+        self.address = address
+        self.previousDriver = previousDriver
+        self.ids = ids
+    }
 }
 
 /// Where binding records live: one small JSON file a device, in `directory`.

@@ -31,7 +31,7 @@ public func vfioDevices(inventory: SysfsInventory = SysfsInventory()) -> [(addre
 /// - Throws: ``ToolError`` naming the expected form.
 public func parseDevice(_ text: String) throws(ToolError) -> PCIAddress {
     guard let a = PCIAddress(text) else {
-        throw ToolError("'\(text)' is not a PCI address; expected DDDD:BB:DD.F or BB:DD.F (e.g. 0000:00:05.0)")
+        throw ToolError("'\(text)' is not a PCI address; expected DDDD:BB:DD.F or BB:DD.F (e.g. 0000:00:05.0)", status: .usage)
     }
     return a
 }

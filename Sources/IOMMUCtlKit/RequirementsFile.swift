@@ -257,7 +257,8 @@ private struct Parser {
         if let coherent { r.coherentWalks = coherent }
         if let dirty { r.dirtyTracking = dirty }
         if let nesting, viommu != "none", viommu != "virtio" { r.nesting = nesting }
-        for problem in r.inconsistencies { issue(line("format") ?? viommuLine, problem) }
+        // What the checks above did not already say (they explain it better, at the right line).
+        if issues.isEmpty { for problem in r.inconsistencies { issue(line("format") ?? viommuLine, problem) } }
         return RequirementsFile(requirements: r, mixing: mixing == "refuse" ? .refuse : .separateGroups,
                                 lines: entries.mapValues(\.line))
     }

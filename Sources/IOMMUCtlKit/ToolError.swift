@@ -9,6 +9,8 @@ public struct ToolError: Error, Hashable, Sendable, CustomStringConvertible {
         case failure = 1
         /// `check` ran, and at least one device is refused.
         case refused = 3
+        /// A malformed argument, such as a PCI address (`EX_USAGE`, as swift-argument-parser's own).
+        case usage = 64
         /// A requirements file is malformed (`EX_DATAERR`).
         case badRequirements = 65
         /// No iommufd here, or the VM harness cannot be found (`EX_UNAVAILABLE`).
