@@ -2,6 +2,7 @@ public import IOMMUCapabilities
 
 /// The requirements `check` applied, as it reports them.
 public struct RequirementsEntry: Codable, Hashable, Sendable {
+    /// As the requirements file spells it (`intel-vtd`).
     public var viommu: String
     public var format: String?
     public var addressBits: Int
@@ -18,7 +19,13 @@ public struct RequirementsEntry: Codable, Hashable, Sendable {
 
     public init(_ file: RequirementsFile) {
         let r = file.requirements
-        viommu = r.viommu.rawValue
+        viommu = switch r.viommu {
+        case .none: "none"
+        case .intelVTd: "intel-vtd"
+        case .armSMMUv3: "arm-smmuv3"
+        case .amd: "amd"
+        case .virtio: "virtio"
+        }
         format = r.format.map(String.init(describing:))
         addressBits = r.addressBits
         mirroredAddressBits = r.mirroredAddressBits

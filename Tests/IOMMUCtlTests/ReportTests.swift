@@ -84,7 +84,7 @@ func qemuVTdAnswer() throws -> (RawHardwareInfo, HardwareInfoReport, HostIOMMUCa
         #expect(report.refused == 0)
         #expect(try JSONDecoder().decode(CheckReport.self, from: Data(try encodeJSON(report).utf8)) == report)
         let text = report.text
-        #expect(text.contains("guest (vtd.conf): intelVTd vIOMMU, VT-d second-stage 4-level tables, 48-bit IOVA, 39-bit guest-physical"))
+        #expect(text.contains("guest (vtd.conf): intel-vtd vIOMMU, VT-d second-stage 4-level tables, 48-bit IOVA, 39-bit guest-physical"))
         #expect(text.contains("  0000:00:05.0  intel-vtd  softwareMirroring  0"))
         #expect(text.contains("  group 0: softwareMirroring on intel-vtd: 0000:00:05.0 0000:81:00.0"))
         #expect(text.contains("planner: starts group 1 (IOMMU kind selftest differs from intel-vtd"))
