@@ -15,7 +15,6 @@ let package = Package(
         .library(name: "IOMMUCapabilities", targets: ["IOMMUCapabilities"]),
         .library(name: "IOMMUFDModel", targets: ["IOMMUFDModel"]),
         .library(name: "NUMA", targets: ["NUMA"]),
-        .executable(name: "iommufd-demo", targets: ["iommufd-demo"]),
         .executable(name: "iommuctl", targets: ["iommuctl"]),
     ],
     dependencies: [
@@ -54,11 +53,8 @@ let package = Package(
         // Drivers for QEMU's emulated test devices (the DMA device of the test VM).
         .target(name: "QEMUDevices", dependencies: ["IOMMUFD"], swiftSettings: strict),
 
-        // The main job: device, IOMMU, requirement check and software mirroring with real DMA.
-        .executableTarget(
-            name: "iommufd-demo", dependencies: ["IOMMUCapabilities", "IOPageTables", "QEMUDevices"],
-            swiftSettings: strict),
-        // iommuctl: the command-line tool (probe, bind/unbind, check, mirror); its parsing,
+        // iommuctl: the command-line tool (probe, bind/unbind, check, and mirror: the main job,
+        // device, IOMMU, requirement check and software mirroring with real DMA); its parsing,
         // formatting and sysfs logic live in IOMMUCtlKit so tests can reach them.
         .target(name: "IOMMUCtlKit", dependencies: ["IOMMUCapabilities", "IOPageTables", "QEMUDevices"], swiftSettings: strict),
         .executableTarget(
