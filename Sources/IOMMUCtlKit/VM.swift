@@ -48,6 +48,20 @@ public enum VMHarness {
         return out
     }
 
+    /// Arguments naming files under `/tmp`, which the VM does not see (it has its own `/tmp`;
+    /// only a working directory there is carried over): each such file is handed to `stage`,
+    /// which copies it into the VM's work share and returns its path inside the VM.
+    public static func stagingTemporaryFiles(
+        _ arguments: [String], workingDirectory: String, isFile: (String) -> Bool, stage: (String) throws -> String
+    ) rethrows -> [String] {
+        try arguments.map { a in
+            let path = normalized(a.hasPrefix("/") ? a : workingDirectory + "/" + a)
+            let underTmp = path.hasPrefix("/tmp/")
+            let carried = workingDirectory.hasPrefix("/tmp/") && path.hasPrefix(workingDirectory + "/")
+            return underTmp && !carried && isFile(path) ? try stage(path) : a
+        }
+    }
+
     /// Whether this process runs inside the test VM already (its init exports `HIL_VM=1`).
     public static var insideVM: Bool { ProcessInfoEnvironment.value("HIL_VM") == "1" }
 
@@ -56,6 +70,16 @@ public enum VMHarness {
         var buffer = [CChar](repeating: 0, count: 4096)
         let n = readlink("/proc/self/exe", &buffer, buffer.count - 1)
         return n > 0 ? String(decoding: buffer[..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self) : CommandLine.arguments[0]
+    }
+
+    /// An absolute path without `.`, `..` and empty components.
+    static func normalized(_ path: String) -> String {
+        var parts: [Substring] = []
+        for c in path.split(separator: "/") {
+            if c == "." { continue }
+            if c == ".." { _ = parts.popLast() } else { parts.append(c) }
+        }
+        return "/" + parts.joined(separator: "/")
     }
 
     static func directory(of path: String) -> String {

@@ -64,9 +64,19 @@ func runInVM(timeout: Int) throws -> Int32 {
     defer { try? FileManager.default.removeItem(atPath: work) }
     let process = Process()
     process.executableURL = URL(fileURLWithPath: runner)
+    let cwd = FileManager.default.currentDirectoryPath
+    var staged = 0
+    let arguments = try VMHarness.stagingTemporaryFiles(
+        VMHarness.forwardedArguments(Array(CommandLine.arguments.dropFirst())), workingDirectory: cwd,
+        isFile: { var d: ObjCBool = false; return FileManager.default.fileExists(atPath: $0, isDirectory: &d) && !d.boolValue },
+        stage: { path in
+            staged += 1
+            let name = "file\(staged)-" + URL(fileURLWithPath: path).lastPathComponent
+            try FileManager.default.copyItem(atPath: path, toPath: work + "/" + name)
+            return "/tmp/hil/" + name
+        })
     process.arguments = ["--timeout", String(timeout), "--", "/bin/sh", "-c",
-                         "exec \"$0\" \"$@\" >/tmp/hil/iommuctl.out 2>/tmp/hil/iommuctl.err", executable]
-        + VMHarness.forwardedArguments(Array(CommandLine.arguments.dropFirst()))
+                         "exec \"$0\" \"$@\" >/tmp/hil/iommuctl.out 2>/tmp/hil/iommuctl.err", executable] + arguments
     var environment = ProcessInfo.processInfo.environment
     environment["HIL_OUT"] = work
     process.environment = environment

@@ -70,6 +70,18 @@ import Testing
         }
     }
 
+    @Test func filesUnderTmpAreStagedForTheVM() {
+        let files: Set<String> = ["/tmp/a.conf", "/tmp/work/b.conf", "/home/me/c.conf"]
+        var staged: [String] = []
+        let stage = { (p: String) -> String in staged.append(p); return "/tmp/hil/" + p.split(separator: "/").last! }
+        #expect(VMHarness.stagingTemporaryFiles(["check", "/tmp/a.conf", "b.conf", "/home/me/c.conf", "/tmp/none"],
+                                                workingDirectory: "/tmp/work", isFile: files.contains, stage: stage)
+                == ["check", "/tmp/hil/a.conf", "b.conf", "/home/me/c.conf", "/tmp/none"])
+        #expect(staged == ["/tmp/a.conf"])
+        #expect(VMHarness.stagingTemporaryFiles(["../a.conf"], workingDirectory: "/tmp/x", isFile: { _ in true }, stage: stage)
+                == ["/tmp/hil/a.conf"])
+    }
+
     @Test func theVMGetsTheCommandLineWithoutVM() {
         #expect(VMHarness.forwardedArguments(["probe", "--vm", "--json"]) == ["probe", "--json"])
         #expect(VMHarness.forwardedArguments(["check", "--vm-timeout", "30", "r.conf", "--vm-timeout=9", "--vm"]) == ["check", "r.conf"])
