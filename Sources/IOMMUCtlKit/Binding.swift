@@ -172,7 +172,7 @@ public struct DeviceBinder: Sendable {
             throw ToolError("\(address) is not bound to vfio-pci (its driver is \(entry.driver ?? "none"))",
                             hints: ["`iommuctl bind \(address)` moves it to vfio-pci"])
         }
-        if let cdev = entry.vfioDevice, let user = openers(of: "/dev/vfio/devices/" + cdev, group: entry.iommuGroup).first {
+        if let user = openers(of: entry.vfioDevice.map { "/dev/vfio/devices/" + $0 }, group: entry.iommuGroup).first {
             throw ToolError("\(address) is in use (EBUSY): process \(user.pid) (\(user.name)) has \(user.path) open",
                             hints: ["stop that process first; unbinding now would block until it closes the device"])
         }
@@ -210,8 +210,8 @@ public struct DeviceBinder: Sendable {
     }
 
     /// Processes with `cdev` (or the group's `/dev/vfio/N`) open, from `/proc/PID/fd`.
-    func openers(of cdev: String, group: Int?) -> [(pid: Int, name: String, path: String)] {
-        let targets = [cdev] + (group.map { ["/dev/vfio/\($0)"] } ?? [])
+    func openers(of cdev: String?, group: Int?) -> [(pid: Int, name: String, path: String)] {
+        let targets = (cdev.map { [$0] } ?? []) + (group.map { ["/dev/vfio/\($0)"] } ?? [])
         let me = Int(getpid())
         var found: [(Int, String, String)] = []
         for name in sysfs.names("/proc") {

@@ -119,7 +119,10 @@ struct Probe: ParsableCommand {
 
 struct Bind: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Move a PCI device to vfio-pci, recording its driver so `unbind` can restore it (needs root).")
+        abstract: "Move a PCI device to vfio-pci, recording its driver so `unbind` can restore it (needs root).",
+        discussion: "The record is a small JSON file a device under /run/iommuctl/bindings (emptied at boot, as bindings are). "
+            + "Other devices in the same IOMMU group that keep a driver are named: the group is usable only once they leave it. "
+            + "With --vm the binding lasts for that VM run only.")
 
     @OptionGroup var options: CommonOptions
     @Argument(help: ArgumentHelp("The PCI device: DDDD:BB:DD.F or BB:DD.F.", valueName: "device")) var device: String
@@ -136,7 +139,9 @@ struct Bind: ParsableCommand {
 
 struct Unbind: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Give a PCI device back from vfio-pci to the driver it had before `bind` (none if there is no record; needs root).")
+        abstract: "Give a PCI device back from vfio-pci to the driver it had before `bind` (none if there is no record; needs root).",
+        discussion: "Refuses a device whose VFIO file (or group) a process has open, naming the process: the kernel would "
+            + "block the unbind until that process closes it.")
 
     @OptionGroup var options: CommonOptions
     @Argument(help: ArgumentHelp("The PCI device: DDDD:BB:DD.F or BB:DD.F.", valueName: "device")) var device: String

@@ -120,6 +120,12 @@ import Testing
         }
         #expect(sysfs.writes.isEmpty)
         #expect(sysfs.device(Self.edu)?.driver == "vfio-pci")
+        // A legacy VFIO user holds the group (/dev/vfio/5) instead of the cdev.
+        let group = world()
+        group.state.withLock { $0.openFiles[77] = ["/dev/vfio/5"] }
+        expectToolError("process 77 (qemu-system-x86) has /dev/vfio/5 open") {
+            _ = try DeviceBinder(sysfs: group, store: temporaryStore()).unbind(PCIAddress(Self.edu)!)
+        }
     }
 
     @Test func inventoryReadsTheModel() {
