@@ -57,8 +57,11 @@ public struct BindingStore: Sendable {
         } catch let e as ToolError {
             throw e
         } catch {
+            let root = geteuid() == 0
             throw ToolError("cannot save the binding record in \(directory): \(error)",
-                            hints: ["set IOMMUCTL_STATE_DIR to a writable directory"])
+                            hints: (root ? [] : ["bind and unbind write sysfs: run iommuctl as root (sudo)"])
+                                + ["or set IOMMUCTL_STATE_DIR (or --state-dir) to a writable directory"],
+                            status: root ? .failure : .permission)
         }
     }
 
