@@ -16,11 +16,12 @@ let package = Package(
         .library(name: "IOMMUFDModel", targets: ["IOMMUFDModel"]),
         .library(name: "NUMA", targets: ["NUMA"]),
         .library(name: "IOMMUMirror", targets: ["IOMMUMirror"]),
-        .executable(name: "iommufd-demo", targets: ["iommufd-demo"]),
+        .executable(name: "iommuctl", targets: ["iommuctl"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-system", from: "1.8.1"),
         .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.2.0"),
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
     ],
     targets: [
         // The kernel ABI: the project's own declarations of the iommufd and VFIO uAPI.
@@ -59,9 +60,13 @@ let package = Package(
         // Drivers for QEMU's emulated test devices (the DMA device of the test VM).
         .target(name: "QEMUDevices", dependencies: ["IOMMUFD"], swiftSettings: strict),
 
-        // The main job: device, IOMMU, requirement check and software mirroring with real DMA.
+        // iommuctl: the command-line tool (probe, bind/unbind, check, and mirror: the main job,
+        // device, IOMMU, requirement check and software mirroring with real DMA); its parsing,
+        // formatting and sysfs logic live in IOMMUCtlKit so tests can reach them.
+        .target(name: "IOMMUCtlKit", dependencies: ["IOMMUCapabilities", "IOPageTables", "QEMUDevices"], swiftSettings: strict),
         .executableTarget(
-            name: "iommufd-demo", dependencies: ["IOMMUCapabilities", "IOPageTables", "QEMUDevices"],
+            name: "iommuctl",
+            dependencies: ["IOMMUCtlKit", .product(name: "ArgumentParser", package: "swift-argument-parser")],
             swiftSettings: strict),
 
         // What several test targets share (a seeded generator).
@@ -70,7 +75,10 @@ let package = Package(
         .testTarget(name: "IOMMUFDTests", dependencies: ["IOMMUFD", "IOMMUFDModel", "SystemCalls", "TestSupport"], swiftSettings: strict),
         .testTarget(
             name: "KernelTests",
-            dependencies: ["CIOMMUFD", "IOMMUFD", "NUMA", "IOMMUCapabilities", "IOMMUFDModel", "IOMMUMirror", "IOPageTables", "QEMUDevices", "TestSupport"],
+            dependencies: [
+                "CIOMMUFD", "IOMMUFD", "NUMA", "IOMMUCapabilities", "IOMMUFDModel", "IOMMUMirror", "IOPageTables", "QEMUDevices",
+                "TestSupport", "IOMMUCtlKit",
+            ],
             swiftSettings: strict),
         .testTarget(name: "IOPageTableTests", dependencies: ["IOPageTables", "TestSupport"], swiftSettings: strict),
         .testTarget(
@@ -82,6 +90,7 @@ let package = Package(
             swiftSettings: strict),
         .testTarget(name: "CapabilityTests", dependencies: ["IOMMUCapabilities"], swiftSettings: strict),
         .testTarget(name: "NUMATests", dependencies: ["NUMA"], swiftSettings: strict),
+        .testTarget(name: "IOMMUCtlTests", dependencies: ["IOMMUCtlKit"], swiftSettings: strict),
         // Imports every library product in one file: the public names must compose.
         .testTarget(
             name: "AllProductsTests",

@@ -249,8 +249,12 @@ import Testing
             #expect(model.areas(of: IOASID(1), in: shared.iommufd.descriptor)?.count == 100)
         }
         #expect(model.ioctlCount(.ioasMap) == 400 && model.ioctlCount(.ioasAlloc) == 4)
-        // Counts stay with the model when a descriptor closes; a reset clears them all.
-        #expect(failure(model.close(contexts[0].iommufd.descriptor)) == nil)
+        // Counts stay with the model when a descriptor closes; a reset clears them all. The
+        // owners must outlive the close: in release their lifetimes end at their last use, and
+        // their deinit would close the descriptor first.
+        withExtendedLifetime(contexts) {
+            #expect(failure(model.close(contexts[0].iommufd.descriptor)) == nil)
+        }
         #expect(model.ioctlCount(.ioasMap) == 400 && model.totalIoctlCount == 404)
         model.resetCounters()
         #expect(model.totalIoctlCount == 0)

@@ -77,7 +77,7 @@ struct MockAccessKernelTests {
 
         // No bytes: refused before the call (the kernel answers EINVAL).
         let empty = thrown { _ = try fd.read(0, at: IOVA(base), through: access) }
-        #expect(empty?.errno == nil && empty?.operation == .mockAccessRead)
+        #expect(empty?.errno == .invalidArgument && empty?.isRefusedBeforeCall == true && empty?.operation == .mockAccessRead)
 
         #expect(try fd.unmapAll(from: ioas) == UInt64(6 * page))
         #expect(try !fd.isMapped(IOVA(base), through: access))
@@ -172,7 +172,7 @@ struct MockAccessKernelTests {
         // Misaligned ranges are refused before the call, as the kernel would (EINVAL).
         let misaligned = try HostRange(base: buffer.address.advanced(by: 8)!, length: UInt64(page))
         let refused = thrown { try fd.mockCheckPins(misaligned, equal: 0) }
-        #expect(refused?.errno == nil && refused?.operation == .mockCheckRefs)
+        #expect(refused?.errno == .invalidArgument && refused?.isRefusedBeforeCall == true && refused?.operation == .mockCheckRefs)
     }
 
     @Test func temporaryMemoryLimit() throws {
