@@ -10,7 +10,10 @@ let rootPackage = String(#filePath.split(separator: "/").dropLast(2).last ?? "sw
 
 let package = Package(
     name: "IOPageTablesBenchmarks",
-    dependencies: [.package(path: "..")],
+    dependencies: [
+        .package(path: ".."),
+        .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.2.0"),
+    ],
     targets: [
         .executableTarget(
             name: "WalkBenchmark",
@@ -21,6 +24,14 @@ let package = Package(
             name: "CallCost",
             dependencies: ["CallCostFloor", .product(name: "IOMMUFD", package: rootPackage),
                            .product(name: "IOMMUFDModel", package: rootPackage)]),
+        // The mirror engine per change, against the null target, the model and the real kernel.
+        .executableTarget(
+            name: "MirrorBenchmark",
+            dependencies: ["CallCostFloor", .product(name: "IOMMUFD", package: rootPackage),
+                           .product(name: "IOMMUFDModel", package: rootPackage),
+                           .product(name: "IOMMUMirror", package: rootPackage),
+                           .product(name: "IOPageTables", package: rootPackage),
+                           .product(name: "Histogram", package: "hdrhistogram-swift")]),
     ],
     swiftLanguageModes: [.v6]
 )
