@@ -244,61 +244,14 @@ public struct PageTableWalker<Format: PageTableFormat, Memory: GuestMemory> {
     /// Most items in one contiguous or replicated run (AMD NextLevel 7 has up to 256).
     @usableFromInline static var maxRunLog2: Int { 8 }
 
-    @usableFromInline
-    struct State {
-        @usableFromInline var entriesLeft: Int
-        @usableFromInline var tablesLeft: Int
-        @usableFromInline var stats = WalkStatistics()
-        /// First and last byte of each table on the current path.
-        @usableFromInline var pathFirst = InlineArray<8, UInt64>(repeating: .max)
-        @usableFromInline var pathLast = InlineArray<8, UInt64>(repeating: 0)
-        @usableFromInline var depth = 0
-
-        @inlinable
-        init(entriesLeft: Int, tablesLeft: Int) {
-            self.entriesLeft = entriesLeft
-            self.tablesLeft = tablesLeft
-        }
-    }
-
-    /// `count` consecutive leaves of one table, size and permissions whose inputs and outputs
-    /// both continue: one leaf of the entry-by-entry path, or a run the fast path took. The
-    /// group's consumer charges its entries to the budget as it hands the leaves out.
-    @usableFromInline
-    struct LeafGroup {
-        @usableFromInline var spanFirst: UInt64
-        @usableFromInline var leafShift: Int
-        @usableFromInline var count: Int
-        /// The output of the first leaf.
-        @usableFromInline var output: UInt64
-        @usableFromInline var permissions: Permissions
-        @usableFromInline var level: Int
-        /// Entries still to charge for the first leaf, and for each later one.
-        @usableFromInline var firstCharge: Int
-        @usableFromInline var entriesPerLeaf: Int
-
-        @inlinable
-        init(spanFirst: UInt64, leafShift: Int, count: Int, output: UInt64, permissions: Permissions, level: Int,
-             firstCharge: Int, entriesPerLeaf: Int) {
-            self.spanFirst = spanFirst
-            self.leafShift = leafShift
-            self.count = count
-            self.output = output
-            self.permissions = permissions
-            self.level = level
-            self.firstCharge = firstCharge
-            self.entriesPerLeaf = entriesPerLeaf
-        }
-    }
-
     /// The walk with one visit per leaf.
     @inlinable
     func run<E: Error>(_ range: IOVARange, skip: Bool, onFault: (PageTableFault) throws(E) -> WalkControl,
                        visit: (LeafExtent) throws(E) -> WalkControl) throws(PageTableWalkError<E>) -> WalkStatistics {
-        let format = self.format
-        return try runGroups(range, skip: skip, onFault: onFault, group: { (g: LeafGroup, state: inout State) throws(E) -> WalkControl in
+        return try runGroups(range, skip: skip, onFault: onFault, group: { (g: WalkLeafGroup, state: inout WalkState) throws(E) -> WalkControl in
             let size = UInt64(1) << UInt64(g.leafShift)
-            var span = g.spanFirst
+            let pageSize = PageSize(shift: g.leafShift)
+            var input = g.inputFirst
             var output = g.output
             var charge = g.firstCharge
             for _ in 0..<g.count {
@@ -306,12 +259,11 @@ public struct PageTableWalker<Format: PageTableFormat, Memory: GuestMemory> {
                 state.stats.entriesRead += charge
                 state.stats.leaves += 1
                 charge = g.entriesPerLeaf
-                let control = try visit(LeafExtent(
-                    inputFirst: format.inputAddress(ofSpan: span), inputLast: format.inputAddress(ofSpan: span &+ (size &- 1)),
-                    output: GuestPhysicalAddress(output), size: PageSize(shift: g.leafShift), permissions: g.permissions,
-                    level: g.level))
+                let control = try visit(LeafExtent(inputFirst: IOVA(input), inputLast: IOVA(input &+ (size &- 1)),
+                                                   output: GuestPhysicalAddress(output), size: pageSize,
+                                                   permissions: g.permissions, level: g.level))
                 if control == .stop { return .stop }
-                span &+= size
+                input &+= size
                 output &+= size
             }
             return .continue
@@ -322,19 +274,18 @@ public struct PageTableWalker<Format: PageTableFormat, Memory: GuestMemory> {
     @inlinable
     func runMerged<E: Error>(_ range: IOVARange, skip: Bool, onFault: (PageTableFault) throws(E) -> WalkControl,
                              visit: (TranslationRun) throws(E) -> WalkControl) throws(PageTableWalkError<E>) -> WalkStatistics {
-        let format = self.format
         var pending = false
         var first: UInt64 = 0
         var last: UInt64 = 0
         var output: UInt64 = 0
         var permissions: Permissions = []
-        return try runGroups(range, skip: skip, onFault: onFault, group: { (g: LeafGroup, state: inout State) throws(E) -> WalkControl in
+        return try runGroups(range, skip: skip, onFault: onFault, group: { (g: WalkLeafGroup, state: inout WalkState) throws(E) -> WalkControl in
             let entries = g.firstCharge + (g.count - 1) * g.entriesPerLeaf
             state.entriesLeft -= entries
             state.stats.entriesRead += entries
             state.stats.leaves += g.count
-            let gFirst = format.inputAddress(ofSpan: g.spanFirst).rawValue
-            let gLast = format.inputAddress(ofSpan: g.spanFirst &+ ((UInt64(g.count) << UInt64(g.leafShift)) &- 1)).rawValue
+            let gFirst = g.inputFirst
+            let gLast = g.inputFirst &+ ((UInt64(g.count) << UInt64(g.leafShift)) &- 1)
             if pending, permissions == g.permissions, last != .max, last &+ 1 == gFirst,
                g.output &- output == gFirst &- first, g.output > output {
                 last = gLast
@@ -360,9 +311,9 @@ public struct PageTableWalker<Format: PageTableFormat, Memory: GuestMemory> {
     /// fault it reports and at the end.
     @inlinable
     func runGroups<E: Error>(_ range: IOVARange, skip: Bool, onFault: (PageTableFault) throws(E) -> WalkControl,
-                             group: (LeafGroup, inout State) throws(E) -> WalkControl,
+                             group: (WalkLeafGroup, inout WalkState) throws(E) -> WalkControl,
                              flush: () throws(E) -> WalkControl) throws(PageTableWalkError<E>) -> WalkStatistics {
-        var state = State(entriesLeft: budget.maxEntries, tablesLeft: budget.maxTables)
+        var state = WalkState(entriesLeft: budget.maxEntries, tablesLeft: budget.maxTables)
         let top = format.topLevel
         if root.rawValue & UInt64(format.tableBytes(level: top) - 1) != 0 {
             _ = try report(.misalignedTable, top, root.rawValue, 0, 0, format.inputAddress(ofSpan: 0), &state, skip, onFault, flush)
@@ -401,7 +352,7 @@ public struct PageTableWalker<Format: PageTableFormat, Memory: GuestMemory> {
 
     @inlinable
     func budgetFault(_ level: Int, _ table: UInt64, _ index: Int, _ entry: UInt64, _ input: IOVA,
-                     _ state: State) -> PageTableFault {
+                     _ state: WalkState) -> PageTableFault {
         PageTableFault(reason: .budgetExceeded, level: level, table: GuestPhysicalAddress(table), index: index, entry: entry,
                        input: input, statistics: state.stats)
     }
@@ -409,7 +360,7 @@ public struct PageTableWalker<Format: PageTableFormat, Memory: GuestMemory> {
     /// Hands out the pending run, then throws the budget fault (or stops, if the visitor
     /// stops at that run).
     @inlinable
-    func exhausted<E: Error>(_ level: Int, _ table: UInt64, _ index: Int, _ entry: UInt64, _ input: IOVA, _ state: State,
+    func exhausted<E: Error>(_ level: Int, _ table: UInt64, _ index: Int, _ entry: UInt64, _ input: IOVA, _ state: WalkState,
                              _ flush: () throws(E) -> WalkControl) throws(PageTableWalkError<E>) -> WalkControl {
         do { if try flush() == .stop { return .stop } } catch { throw .visitor(error) }
         throw .fault(budgetFault(level, table, index, entry, input, state))
@@ -419,7 +370,7 @@ public struct PageTableWalker<Format: PageTableFormat, Memory: GuestMemory> {
     /// `onFault` and returns what it says.
     @inlinable
     func report<E: Error>(_ reason: PageTableFault.Reason, _ level: Int, _ table: UInt64, _ index: Int, _ entry: UInt64,
-                          _ input: IOVA, _ state: inout State, _ skip: Bool,
+                          _ input: IOVA, _ state: inout WalkState, _ skip: Bool,
                           _ onFault: (PageTableFault) throws(E) -> WalkControl,
                           _ flush: () throws(E) -> WalkControl) throws(PageTableWalkError<E>) -> WalkControl {
         let fault = PageTableFault(reason: reason, level: level, table: GuestPhysicalAddress(table), index: index, entry: entry,
@@ -432,8 +383,8 @@ public struct PageTableWalker<Format: PageTableFormat, Memory: GuestMemory> {
 
     @inlinable
     func walkTable<E: Error>(_ table: UInt64, level: Int, tableBase: UInt64, first: UInt64, last: UInt64, allows: Permissions,
-                             _ state: inout State, _ skip: Bool, _ onFault: (PageTableFault) throws(E) -> WalkControl,
-                             _ group: (LeafGroup, inout State) throws(E) -> WalkControl,
+                             _ state: inout WalkState, _ skip: Bool, _ onFault: (PageTableFault) throws(E) -> WalkControl,
+                             _ group: (WalkLeafGroup, inout WalkState) throws(E) -> WalkControl,
                              _ flush: () throws(E) -> WalkControl) throws(PageTableWalkError<E>) -> WalkControl {
         let shift = format.itemShift(level: level)
         let indexBits = format.indexBits(level: level)
@@ -597,7 +548,8 @@ public struct PageTableWalker<Format: PageTableFormat, Memory: GuestMemory> {
                     }
                     if leaves > 1 || (leaves == 1 && count > 1) {
                         state.stats.fastPathEntries += leaves << runShift
-                        let g = LeafGroup(spanFirst: tableBase &+ (UInt64(i) << UInt64(shift)), leafShift: leaf.sizeShift, count: leaves,
+                        let g = WalkLeafGroup(spanFirst: tableBase &+ (UInt64(i) << UInt64(shift)), inputFirst: input(i).rawValue,
+                                              leafShift: leaf.sizeShift, count: leaves,
                                           output: base, permissions: leaf.permissions.intersection(allows), level: level,
                                           firstCharge: count - 1, entriesPerLeaf: count)
                         let control: WalkControl
@@ -673,7 +625,8 @@ public struct PageTableWalker<Format: PageTableFormat, Memory: GuestMemory> {
                 }
                 let control: WalkControl
                 do {
-                    control = try group(LeafGroup(spanFirst: tableBase &+ (UInt64(runStart) << UInt64(shift)), leafShift: leaf.sizeShift,
+                    control = try group(WalkLeafGroup(spanFirst: tableBase &+ (UInt64(runStart) << UInt64(shift)),
+                                                      inputFirst: input(runStart).rawValue, leafShift: leaf.sizeShift,
                                                   count: 1, output: base, permissions: leaf.permissions.intersection(allows),
                                                   level: level, firstCharge: 0, entriesPerLeaf: count), &state)
                 } catch {
@@ -688,3 +641,58 @@ public struct PageTableWalker<Format: PageTableFormat, Memory: GuestMemory> {
 }
 
 extension PageTableWalker: Sendable where Format: Sendable, Memory: Sendable {}
+
+// The walk's state and groups are not generic, so a walk instantiates no type metadata for them.
+
+/// What one walk has left and has done, and the tables on its current path.
+@usableFromInline
+struct WalkState {
+    @usableFromInline var entriesLeft: Int
+    @usableFromInline var tablesLeft: Int
+    @usableFromInline var stats = WalkStatistics()
+    /// First and last byte of each table on the current path.
+    @usableFromInline var pathFirst = InlineArray<8, UInt64>(repeating: .max)
+    @usableFromInline var pathLast = InlineArray<8, UInt64>(repeating: 0)
+    @usableFromInline var depth = 0
+
+    @inlinable
+    init(entriesLeft: Int, tablesLeft: Int) {
+        self.entriesLeft = entriesLeft
+        self.tablesLeft = tablesLeft
+    }
+}
+
+/// `count` consecutive leaves of one table, size and permissions whose inputs and outputs
+/// both continue: one leaf of the entry-by-entry path, or a run the fast path took. The
+/// group's consumer charges its entries to the budget as it hands the leaves out.
+@usableFromInline
+struct WalkLeafGroup {
+    @usableFromInline var spanFirst: UInt64
+    /// The first input address of the first leaf (the group never crosses the halves of a
+    /// sign-extended space, so the others follow).
+    @usableFromInline var inputFirst: UInt64
+    @usableFromInline var leafShift: Int
+    @usableFromInline var count: Int
+    /// The output of the first leaf.
+    @usableFromInline var output: UInt64
+    @usableFromInline var permissions: Permissions
+    @usableFromInline var level: Int
+    /// Entries still to charge for the first leaf, and for each later one.
+    @usableFromInline var firstCharge: Int
+    @usableFromInline var entriesPerLeaf: Int
+
+    @inlinable
+    init(spanFirst: UInt64, inputFirst: UInt64, leafShift: Int, count: Int, output: UInt64, permissions: Permissions, level: Int,
+         firstCharge: Int, entriesPerLeaf: Int) {
+        self.spanFirst = spanFirst
+        self.inputFirst = inputFirst
+        self.leafShift = leafShift
+        self.count = count
+        self.output = output
+        self.permissions = permissions
+        self.level = level
+        self.firstCharge = firstCharge
+        self.entriesPerLeaf = entriesPerLeaf
+    }
+}
+
