@@ -204,15 +204,36 @@ func machine() -> String {
     return "unknown CPU"
 }
 
-/// The formats measured, each with its smallest leaf.
-func forEachFormat(_ body: (String, any PageTableFormat, Int) throws -> Void) throws {
-    try body("VT-d second stage (4 levels)", try VTdSecondStage(levels: 4), 12)
-    try body("x86-64 first stage (4 levels)", try X86FirstStage(levels: 4), 12)
-    try body("AMD v1 (4 levels)", try AMDv1(levels: 4), 12)
-    try body("Arm VMSAv8-64 stage 1, 4K granule", try ArmVMSAv8(stage: .stage1, granule: .size4K), 12)
-    try body("Arm VMSAv8-64 stage 1, 16K granule", try ArmVMSAv8(stage: .stage1, granule: .size16K, inputBits: 47), 14)
-    try body("Arm VMSAv8-64 stage 1, 64K granule", try ArmVMSAv8(stage: .stage1, granule: .size64K), 16)
-    try body("RISC-V Sv48", try RISCVPageTable(mode: .sv48), 12)
+/// Calls `body` with each format measured and its smallest leaf, with concrete types (a
+/// generic function called with an opened existential would run the walker unspecialized).
+protocol FormatVisitor {
+    mutating func visit<F: PageTableFormat>(_ key: String, _ name: String, _ format: F, leafShift: Int) throws
+}
+
+func forEachFormat<V: FormatVisitor>(_ v: inout V) throws {
+    try v.visit("vtd", "VT-d second stage (4 levels)", try VTdSecondStage(levels: 4), leafShift: 12)
+    try v.visit("x86", "x86-64 first stage (4 levels)", try X86FirstStage(levels: 4), leafShift: 12)
+    try v.visit("amd", "AMD v1 (4 levels)", try AMDv1(levels: 4), leafShift: 12)
+    try v.visit("arm4k", "Arm VMSAv8-64 stage 1, 4K granule", try ArmVMSAv8(stage: .stage1, granule: .size4K), leafShift: 12)
+    try v.visit("arm16k", "Arm VMSAv8-64 stage 1, 16K granule", try ArmVMSAv8(stage: .stage1, granule: .size16K, inputBits: 47),
+                leafShift: 14)
+    try v.visit("arm64k", "Arm VMSAv8-64 stage 1, 64K granule", try ArmVMSAv8(stage: .stage1, granule: .size64K), leafShift: 16)
+    try v.visit("riscv", "RISC-V Sv48", try RISCVPageTable(mode: .sv48), leafShift: 12)
+}
+
+struct Measure: FormatVisitor {
+    var gib: UInt64
+    var readGBs: Double
+    mutating func visit<F: PageTableFormat>(_ key: String, _ name: String, _ format: F, leafShift: Int) throws {
+        try benchmark(name, format, leafShift: leafShift, gib: gib, runs: gib == 1 ? 10 : 4, readGBs: readGBs)
+    }
+}
+
+struct Count: FormatVisitor {
+    var wanted: String
+    mutating func visit<F: PageTableFormat>(_ key: String, _ name: String, _ format: F, leafShift: Int) throws {
+        if key == wanted { try callgrind(format, leafShift: leafShift) }
+    }
 }
 
 func callgrind<F: PageTableFormat>(_ format: F, leafShift: Int) throws {
@@ -238,13 +259,8 @@ func callgrind<F: PageTableFormat>(_ format: F, leafShift: Int) throws {
 
 let args = CommandLine.arguments.dropFirst()
 if args.first == "callgrind" {
-    let wanted = args.dropFirst().first ?? "vtd"
-    let names = ["vtd": 0, "x86": 1, "amd": 2, "arm4k": 3, "arm16k": 4, "arm64k": 5, "riscv": 6]
-    var i = 0
-    try forEachFormat { _, f, shift in
-        if names[wanted] == i { try callgrind(f, leafShift: shift) }
-        i += 1
-    }
+    var count = Count(wanted: args.dropFirst().first ?? "vtd")
+    try forEachFormat(&count)
     exit(0)
 }
 let quick = args.first == "quick"
@@ -252,7 +268,8 @@ print("machine: \(machine()), \(sysconf(Int32(_SC_NPROCESSORS_ONLN))) CPUs onlin
 let bw = bandwidth(bytes: 512 << 20, runs: 5)
 print("memory bandwidth over 512 MiB: read \(fmt(bw.read, 2)) GB/s, memcpy \(fmt(bw.copy, 2)) GB/s (copied bytes; traffic is about twice)")
 for gib: UInt64 in quick ? [1] : [1, 16] {
-    try forEachFormat { name, f, shift in try benchmark(name, f, leafShift: shift, gib: gib, runs: gib == 1 ? 10 : 4, readGBs: bw.read) }
+    var measure = Measure(gib: gib, readGBs: bw.read)
+    try forEachFormat(&measure)
 }
 hostile(stepping: false)
 hostile(stepping: true)

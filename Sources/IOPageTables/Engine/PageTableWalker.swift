@@ -104,6 +104,12 @@ public struct PageTableWalker<Format: PageTableFormat, Memory: GuestMemory> {
     /// the cross-path tests compare the fast path with. The results are the same either way.
     @usableFromInline var runFastPath = true
 
+    /// ``runFastPath`` for the fuzz harness's cross-path check (not API).
+    @_spi(Testing) public var usesRunFastPath: Bool {
+        get { runFastPath }
+        set { runFastPath = newValue }
+    }
+
     /// Traps when `format` has more than 8 levels (a programmer error: no IOMMU format does).
     public init(format: Format, memory: Memory, root: GuestPhysicalAddress, budget: WalkBudget = .default) {
         precondition(format.topLevel < 8, "page-table formats have at most 8 levels")
@@ -420,6 +426,18 @@ public struct PageTableWalker<Format: PageTableFormat, Memory: GuestMemory> {
             var k = from
             var e = expected
             if let bytes, entryBytes == 8 {
+                // Four entries per compare, then one at a time to find where the run ends.
+                let (d2, d3, d4) = (delta &* 2, delta &* 3, delta &* 4)
+                while k &+ 3 <= through {
+                    let p = bytes + k &* 8
+                    let a = UInt64(littleEndian: p.loadUnaligned(as: UInt64.self))
+                    let b = UInt64(littleEndian: p.loadUnaligned(fromByteOffset: 8, as: UInt64.self))
+                    let c = UInt64(littleEndian: p.loadUnaligned(fromByteOffset: 16, as: UInt64.self))
+                    let d = UInt64(littleEndian: p.loadUnaligned(fromByteOffset: 24, as: UInt64.self))
+                    guard (a ^ e) | (b ^ (e &+ delta)) | (c ^ (e &+ d2)) | (d ^ (e &+ d3)) == 0 else { break }
+                    e &+= d4
+                    k &+= 4
+                }
                 while k <= through {
                     guard UInt64(littleEndian: bytes.loadUnaligned(fromByteOffset: k &* 8, as: UInt64.self)) == e else { return k }
                     e &+= delta
