@@ -101,7 +101,7 @@ public func fuzzWalk<F: PageTableFormat>(_ format: F, _ data: UnsafeRawBufferPoi
             var runs: [TranslationRun] = []
             var faults: [PageTableFault] = []
             let visit = { (x: TranslationRun) throws(Never) -> WalkControl in runs.append(x); return .continue }
-            var error: PageTableFault?
+            var thrown: PageTableFault?
             do {
                 if skipping {
                     try walker.visitRuns(r, skippingFaults: { (f: PageTableFault) throws(Never) -> WalkControl in
@@ -112,10 +112,10 @@ public func fuzzWalk<F: PageTableFormat>(_ format: F, _ data: UnsafeRawBufferPoi
                     try walker.visitRuns(r, visit)
                 }
             } catch {
-                if case .fault(let f) = error { error = f }
+                if case .fault(let f) = error { thrown = f }
             }
             precondition(runs == TranslationRun.coalescing(reference.leaves), "runs are not the coalesced leaves")
-            precondition(faults == reference.faults && error.map(pathFree) == reference.error, "runs' faults differ")
+            precondition(faults == reference.faults && thrown.map(pathFree) == reference.error, "runs' faults differ")
         }
     }
     if let t = try? walker.translate(range.first) {
