@@ -55,6 +55,35 @@ func bandwidth(bytes: Int, runs: Int) -> (read: Double, copy: Double) {
     return (Double(bytes) / tRead / 1e9, Double(bytes) / tCopy / 1e9)
 }
 
+/// Reads `evictBytes` of other memory, so the next walk finds its table out of the caches.
+let evictBytes = 256 << 20
+nonisolated(unsafe) let evictBuffer: UnsafeMutableRawBufferPointer = {
+    let b = UnsafeMutableRawBufferPointer.allocate(byteCount: evictBytes, alignment: 4096)
+    memset(b.baseAddress!, 3, evictBytes)
+    return b
+}()
+func evictCaches() -> UInt64 {
+    let words = evictBuffer.bindMemory(to: UInt64.self)
+    var s: UInt64 = 0
+    var i = 0
+    while i < words.count { s &+= words[i]; i += 8 }
+    return s
+}
+
+/// The best of `runs` timings of `body`, each after evicting the caches.
+func bestCold(_ runs: Int, _ body: () -> Void) -> Double {
+    var b = Double.infinity
+    var sink: UInt64 = 0
+    for _ in 0..<runs {
+        sink &+= evictCaches()
+        let t = now()
+        body()
+        b = min(b, now() - t)
+    }
+    if sink == 1 { print("") }
+    return b
+}
+
 /// A table of `mapped` bytes of `2^leafShift`-byte leaves, in its own buffer.
 final class DenseTable<F: PageTableFormat> {
     let buffer: UnsafeMutableRawBufferPointer
@@ -132,6 +161,7 @@ func benchmark<F: PageTableFormat>(_ name: String, _ format: F, leafShift: Int, 
     var sink: UInt64 = 0
     let tRuns = best(runs) { (stats, extents, sink) = benchWalkRuns(w) }
     precondition(stats.leaves == table.leaves && extents == 1, "walk found \(stats.leaves) leaves in \(extents) runs")
+    let tCold = bestCold(runs) { (stats, extents, sink) = benchWalkRuns(w) }
     let tLeaves = best(max(1, runs / 2)) { let (s, x) = benchWalkLeaves(w); stats = s; sink &+= x }
     precondition(stats.leaves == table.leaves)
     let entryBytes = Double(stats.entriesRead * format.entryBytes)
@@ -142,6 +172,9 @@ func benchmark<F: PageTableFormat>(_ name: String, _ format: F, leafShift: Int, 
           + "(\(fmt(Double(table.leaves) / table.buildSeconds / 1e6)) M leaves/s)")
     print("    runs:   \(fmt(tRuns * 1000, 2)) ms  \(fmt(gbRuns, 2)) GB/s of entries = \(fmt(100 * gbRuns / readGBs)) % of read bandwidth  "
           + "\(fmt(tRuns / Double(stats.leaves) * 1e9, 2)) ns/leaf  (\(extents) run)")
+    let gbCold = entryBytes / tCold / 1e9
+    print("    runs, table out of the caches: \(fmt(tCold * 1000, 2)) ms  \(fmt(gbCold, 2)) GB/s of entries = "
+          + "\(fmt(100 * gbCold / readGBs)) % of read bandwidth  \(fmt(tCold / Double(stats.leaves) * 1e9, 2)) ns/leaf")
     print("    leaves: \(fmt(tLeaves * 1000, 2)) ms  \(fmt(gbLeaves, 2)) GB/s of entries = \(fmt(100 * gbLeaves / readGBs)) % of read bandwidth  "
           + "\(fmt(tLeaves / Double(stats.leaves) * 1e9, 2)) ns/leaf")
     // An invalidation of 2 MiB in the middle: its entries' memory time at the measured read bandwidth.
