@@ -1,6 +1,16 @@
 import Glibc
 import IOPageTables
 
+// Walk-rate benchmark: dense tables of each format's smallest leaf (1 GiB and 16 GiB mapped),
+// walked as maximal runs (`visitRuns`, what the mirror engine consumes) and leaf by leaf
+// (`walk`), beside read and memcpy bandwidth measured in the same run; a 2 MiB invalidation
+// walk beside its memory time; a hostile table bounded by the default budget.
+//
+//   .build/release/WalkBenchmark                   # everything (about a minute)
+//   .build/release/WalkBenchmark quick             # 1 GiB tables only
+//   valgrind --tool=callgrind --toggle-collect='*bench_walk_runs*' .build/release/WalkBenchmark callgrind vtd
+//                                                  # instructions of one walk (see README)
+
 func now() -> Double {
     var ts = timespec()
     clock_gettime(CLOCK_MONOTONIC, &ts)
@@ -25,49 +35,8 @@ func fmt(_ v: Double, _ digits: Int = 1) -> String {
     return s
 }
 
-/// Builds `bytes` of input mapped with 4K leaves in `format`, then times whole-table walks.
-func benchmarkWalk<F: PageTableFormat>(_ name: String, _ format: F, mappedBytes: UInt64, runs: Int) throws {
-    let leaves = Int(mappedBytes >> 12)
-    let tableBytes = (leaves / 512 + leaves / (512 * 512) + 16) * 4096
-    let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: tableBytes, alignment: 4096)
-    defer { buffer.deallocate() }
-    buffer.initializeMemory(as: UInt8.self, repeating: 0)
-    let base = GuestPhysicalAddress(0x1_0000_0000)
-    let memory = MutableGuestMemoryBuffer(base: base, buffer: buffer)
-    var builder = try PageTableBuilder(format: format, memory: memory,
-                                       allocator: BumpTableAllocator(range: try GuestPhysicalRange(base: base, length: UInt64(tableBytes))))
-    let buildTime = best(1) {
-        for i in 0..<UInt64(leaves) {
-            try! builder.map(IOVA(0x40_0000_0000 + i << 12), to: GuestPhysicalAddress(0x2_0000_0000 + i << 12), size: .size4K,
-                             permissions: .readWrite)
-        }
-    }
-    // Walk through the read-only region view, as the mirror engine would.
-    let view = try GuestMemoryView(regions: [try memory.region()])
-    let walker = PageTableWalker(format: format, memory: view, root: builder.root)
-    var stats = WalkStatistics()
-    var sink: UInt64 = 0
-    let t = best(runs) {
-        stats = try! walker.walk { sink &+= $0.output.rawValue }
-    }
-    precondition(stats.leaves == leaves, "walk found \(stats.leaves) leaves, built \(leaves)")
-    let tableMiB = Double(stats.tablesVisited * format.tableBytes(level: 0)) / 1048576
-    print("walk \(name): \(mappedBytes >> 30) GiB of 4K leaves = \(stats.leaves) leaves, \(stats.tablesVisited) tables (\(fmt(tableMiB)) MiB of tables)")
-    print("    best of \(runs): \(fmt(t * 1000, 2)) ms  \(fmt(Double(stats.leaves) / t / 1e6)) M leaf entries/s  "
-          + "\(fmt(Double(stats.tablesVisited) / t / 1e3)) K tables/s  \(fmt(Double(stats.entriesRead * format.entryBytes) / t / 1e9, 2)) GB/s of entries"
-          + (sink == 42 ? " " : ""))
-    // An invalidation-sized range: one 2M region (512 leaves) in the middle.
-    let mid = IOVA(0x40_0000_0000 + (mappedBytes / 2))
-    let r = try IOVARange(base: mid, length: 2 << 20)
-    var n = 0
-    let reps = 2000
-    let tr = best(runs) { for _ in 0..<reps { n = 0; try! walker.walk(r) { _ in n += 1 } } }
-    print("    build (map one 4K leaf at a time): \(fmt(Double(leaves) / buildTime / 1e6, 2)) M maps/s")
-    print("    2M range walk (\(n) leaves): \(fmt(tr / Double(reps) * 1e6, 2)) us per walk")
-}
-
-/// Read and copy bandwidth over `bytes`, larger than any cache.
-func bandwidth(bytes: Int, runs: Int) {
+/// Read bandwidth (GB/s) over `bytes`, larger than any cache, and memcpy's.
+func bandwidth(bytes: Int, runs: Int) -> (read: Double, copy: Double) {
     let a = UnsafeMutableRawBufferPointer.allocate(byteCount: bytes, alignment: 4096)
     let b = UnsafeMutableRawBufferPointer.allocate(byteCount: bytes, alignment: 4096)
     defer { a.deallocate(); b.deallocate() }
@@ -82,8 +51,179 @@ func bandwidth(bytes: Int, runs: Int) {
         sum &+= s0 &+ s1 &+ s2 &+ s3
     }
     let tCopy = best(runs) { memcpy(b.baseAddress!, a.baseAddress!, bytes) }
-    print("memory bandwidth over \(bytes >> 20) MiB: read \(fmt(Double(bytes) / tRead / 1e9, 2)) GB/s, "
-          + "memcpy \(fmt(Double(bytes) / tCopy / 1e9, 2)) GB/s (copied bytes; traffic is about twice)" + (sum == 1 ? " " : ""))
+    if sum == 1 { print("") }
+    return (Double(bytes) / tRead / 1e9, Double(bytes) / tCopy / 1e9)
+}
+
+/// Reads `evictBytes` of other memory, so the next walk finds its table out of the caches.
+let evictBytes = 256 << 20
+nonisolated(unsafe) let evictBuffer: UnsafeMutableRawBufferPointer = {
+    let b = UnsafeMutableRawBufferPointer.allocate(byteCount: evictBytes, alignment: 4096)
+    memset(b.baseAddress!, 3, evictBytes)
+    return b
+}()
+func evictCaches() -> UInt64 {
+    let words = evictBuffer.bindMemory(to: UInt64.self)
+    var s: UInt64 = 0
+    var i = 0
+    while i < words.count { s &+= words[i]; i += 8 }
+    return s
+}
+
+/// The best of `runs` timings of `body`, each after evicting the caches.
+func bestCold(_ runs: Int, _ body: () -> Void) -> Double {
+    var b = Double.infinity
+    var sink: UInt64 = 0
+    for _ in 0..<runs {
+        sink &+= evictCaches()
+        let t = now()
+        body()
+        b = min(b, now() - t)
+    }
+    if sink == 1 { print("") }
+    return b
+}
+
+/// A table of `mapped` bytes of `2^leafShift`-byte leaves, in its own buffer.
+final class DenseTable<F: PageTableFormat> {
+    let buffer: UnsafeMutableRawBufferPointer
+    let walker: PageTableWalker<F, GuestMemoryView>
+    let leaves: Int
+    let buildSeconds: Double
+    static var inputBase: UInt64 { 0x40_0000_0000 }
+
+    init(_ format: F, leafShift: Int, mapped: UInt64) throws {
+        leaves = Int(mapped >> UInt64(leafShift))
+        let maxTable = (0...format.topLevel).map { format.tableBytes(level: $0) }.max()!
+        let bytes = leaves * format.entryBytes + leaves * format.entryBytes / 256 + 64 * maxTable
+        buffer = .allocate(byteCount: bytes, alignment: maxTable)
+        buffer.initializeMemory(as: UInt8.self, repeating: 0)
+        let base = GuestPhysicalAddress(0x1_0000_0000)
+        let memory = MutableGuestMemoryBuffer(base: base, buffer: buffer)
+        var builder = try PageTableBuilder(format: format, memory: memory,
+                                           allocator: BumpTableAllocator(range: try GuestPhysicalRange(base: base, length: UInt64(bytes))))
+        let t = now()
+        try builder.map(try IOVARange(base: IOVA(Self.inputBase), length: mapped), to: GuestPhysicalAddress(0x2_0000_0000),
+                        permissions: .readWrite, sizes: PageSizeSet([PageSize(shift: leafShift)]))
+        buildSeconds = now() - t
+        walker = PageTableWalker(format: format, memory: try GuestMemoryView(regions: [try memory.region()]), root: builder.root,
+                                 budget: WalkBudget(maxEntries: .max, maxTables: .max))
+    }
+    deinit { buffer.deallocate() }
+}
+
+// The measured walks, not inlined so that callgrind can count each (`--toggle-collect`).
+@inline(never) @_silgen_name("bench_walk_runs")
+func benchWalkRuns<F: PageTableFormat>(_ w: PageTableWalker<F, GuestMemoryView>, _ range: IOVARange = .all) -> (WalkStatistics, Int, UInt64) {
+    var runs = 0
+    var sink: UInt64 = 0
+    let stats = try! w.visitRuns(range) { (r: TranslationRun) throws(Never) -> WalkControl in
+        runs += 1
+        sink &+= r.output.rawValue
+        return .continue
+    }
+    return (stats, runs, sink)
+}
+
+@inline(never) @_silgen_name("bench_walk_leaves")
+func benchWalkLeaves<F: PageTableFormat>(_ w: PageTableWalker<F, GuestMemoryView>, _ range: IOVARange = .all) -> (WalkStatistics, UInt64) {
+    var sink: UInt64 = 0
+    let stats = try! w.walk(range) { sink &+= $0.output.rawValue }
+    return (stats, sink)
+}
+
+@inline(never) @_silgen_name("bench_walk_runs_2m")
+func benchWalkRuns2M<F: PageTableFormat>(_ w: PageTableWalker<F, GuestMemoryView>, _ range: IOVARange, reps: Int) -> UInt64 {
+    var sink: UInt64 = 0
+    for _ in 0..<reps { sink &+= benchWalkRunsInline(w, range) }
+    return sink
+}
+
+@inline(never) @_silgen_name("bench_walk_2m")
+func benchWalkLeaves2M<F: PageTableFormat>(_ w: PageTableWalker<F, GuestMemoryView>, _ range: IOVARange, reps: Int) -> UInt64 {
+    var sink: UInt64 = 0
+    for _ in 0..<reps { _ = try! w.walk(range) { sink &+= $0.output.rawValue } }
+    return sink
+}
+
+@inline(__always)
+func benchWalkRunsInline<F: PageTableFormat>(_ w: PageTableWalker<F, GuestMemoryView>, _ range: IOVARange) -> UInt64 {
+    var sink: UInt64 = 0
+    _ = try! w.visitRuns(range) { (r: TranslationRun) throws(Never) -> WalkControl in sink &+= r.output.rawValue; return .continue }
+    return sink
+}
+
+func benchmark<F: PageTableFormat>(_ name: String, _ format: F, leafShift: Int, gib: UInt64, runs: Int, readGBs: Double) throws {
+    let table = try DenseTable(format, leafShift: leafShift, mapped: gib << 30)
+    let w = table.walker
+    var stats = WalkStatistics()
+    var extents = 0
+    var sink: UInt64 = 0
+    let tRuns = best(runs) { (stats, extents, sink) = benchWalkRuns(w) }
+    precondition(stats.leaves == table.leaves && extents == 1, "walk found \(stats.leaves) leaves in \(extents) runs")
+    let tCold = bestCold(runs) { (stats, extents, sink) = benchWalkRuns(w) }
+    let tLeaves = best(max(1, runs / 2)) { let (s, x) = benchWalkLeaves(w); stats = s; sink &+= x }
+    precondition(stats.leaves == table.leaves)
+    let entryBytes = Double(stats.entriesRead * format.entryBytes)
+    let gbRuns = entryBytes / tRuns / 1e9
+    let gbLeaves = entryBytes / tLeaves / 1e9
+    print("\(name), \(gib) GiB of \(PageSize(shift: leafShift)) leaves: \(stats.leaves) leaves, \(stats.tablesVisited) tables, "
+          + "\(fmt(entryBytes / 1048576)) MiB of entries; built in \(fmt(table.buildSeconds * 1000)) ms "
+          + "(\(fmt(Double(table.leaves) / table.buildSeconds / 1e6)) M leaves/s)")
+    print("    runs:   \(fmt(tRuns * 1000, 2)) ms  \(fmt(gbRuns, 2)) GB/s of entries = \(fmt(100 * gbRuns / readGBs)) % of read bandwidth  "
+          + "\(fmt(tRuns / Double(stats.leaves) * 1e9, 2)) ns/leaf  (\(extents) run)")
+    let gbCold = entryBytes / tCold / 1e9
+    print("    runs, table out of the caches: \(fmt(tCold * 1000, 2)) ms  \(fmt(gbCold, 2)) GB/s of entries = "
+          + "\(fmt(100 * gbCold / readGBs)) % of read bandwidth  \(fmt(tCold / Double(stats.leaves) * 1e9, 2)) ns/leaf")
+    print("    leaves: \(fmt(tLeaves * 1000, 2)) ms  \(fmt(gbLeaves, 2)) GB/s of entries = \(fmt(100 * gbLeaves / readGBs)) % of read bandwidth  "
+          + "\(fmt(tLeaves / Double(stats.leaves) * 1e9, 2)) ns/leaf")
+    // An invalidation of 2 MiB in the middle: its entries' memory time at the measured read bandwidth.
+    let r = try IOVARange(base: IOVA(DenseTable<F>.inputBase + (gib << 29)), length: 2 << 20)
+    let reps = 2000
+    let t2 = best(runs) { sink &+= benchWalkRuns2M(w, r, reps: reps) } / Double(reps)
+    let t2Leaves = best(runs) { sink &+= benchWalkLeaves2M(w, r, reps: reps) } / Double(reps)
+    let memory = Double((2 << 20) >> leafShift * format.entryBytes) / (readGBs * 1e9)
+    print("    2 MiB invalidation (\((2 << 20) >> leafShift) leaves): runs \(fmt(t2 * 1e6, 3)) us = \(fmt(t2 / memory, 2))x its memory time "
+          + "(\(fmt(memory * 1e6, 3)) us); leaves \(fmt(t2Leaves * 1e6, 3)) us" + (sink == 42 ? " " : ""))
+}
+
+/// Every entry of every level of a VT-d table points at the next shared table (2^36 leaves
+/// visible): the default budget must stop the walk, in both kinds of walk.
+func hostile(stepping: Bool) {
+    let bytes = 4 * 4096
+    let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: bytes, alignment: 4096)
+    defer { buffer.deallocate() }
+    buffer.initializeMemory(as: UInt8.self, repeating: 0)
+    let base: UInt64 = 0x10_0000
+    let memory = MutableGuestMemoryBuffer(base: GuestPhysicalAddress(base), buffer: buffer)
+    for i in 0..<512 {
+        let o = UInt64(i * 8)
+        for t in 0..<3 { _ = memory.store64((base + UInt64(t + 1) * 0x1000) | 3, at: GuestPhysicalAddress(base + UInt64(t) * 0x1000 + o)) }
+        _ = memory.store64((stepping ? 0x1000 + UInt64(i) * 0x1000 : 0x1000) | 3, at: GuestPhysicalAddress(base + 0x3000 + o))
+    }
+    let w = PageTableWalker(format: try! VTdSecondStage(levels: 4), memory: memory, root: GuestPhysicalAddress(base))
+    for kind in ["leaves", "runs"] {
+        var fault: PageTableFault?
+        let t = now()
+        do {
+            if kind == "leaves" {
+                try w.walk { _ in }
+            } else {
+                try w.visitRuns { (_: TranslationRun) throws(Never) -> WalkControl in .continue }
+            }
+        } catch {
+            switch error {
+            case let f as PageTableFault: fault = f
+            case let e as PageTableWalkError<Never>: if case .fault(let f) = e { fault = f }
+            default: break
+            }
+        }
+        let dt = now() - t
+        let s = fault?.statistics ?? WalkStatistics()
+        print("hostile VT-d table (shared tables, \(stepping ? "stepping" : "identical") leaf entries), \(kind): "
+              + "\(fault.map { "\($0.reason)" } ?? "no fault!") after \(s.entriesRead) entries (budget \(WalkBudget.default.maxEntries)), "
+              + "\(s.leaves) leaves, \(s.tablesVisited) tables, \(s.fastPathEntries) on the fast path, in \(fmt(dt * 1000)) ms")
+    }
 }
 
 func machine() -> String {
@@ -97,9 +237,74 @@ func machine() -> String {
     return "unknown CPU"
 }
 
+/// Calls `body` with each format measured and its smallest leaf, with concrete types (a
+/// generic function called with an opened existential would run the walker unspecialized).
+protocol FormatVisitor {
+    mutating func visit<F: PageTableFormat>(_ key: String, _ name: String, _ format: F, leafShift: Int) throws
+}
+
+func forEachFormat<V: FormatVisitor>(_ v: inout V) throws {
+    try v.visit("vtd", "VT-d second stage (4 levels)", try VTdSecondStage(levels: 4), leafShift: 12)
+    try v.visit("x86", "x86-64 first stage (4 levels)", try X86FirstStage(levels: 4), leafShift: 12)
+    try v.visit("amd", "AMD v1 (4 levels)", try AMDv1(levels: 4), leafShift: 12)
+    try v.visit("arm4k", "Arm VMSAv8-64 stage 1, 4K granule", try ArmVMSAv8(stage: .stage1, granule: .size4K), leafShift: 12)
+    try v.visit("arm16k", "Arm VMSAv8-64 stage 1, 16K granule", try ArmVMSAv8(stage: .stage1, granule: .size16K, inputBits: 47),
+                leafShift: 14)
+    try v.visit("arm64k", "Arm VMSAv8-64 stage 1, 64K granule", try ArmVMSAv8(stage: .stage1, granule: .size64K), leafShift: 16)
+    try v.visit("riscv", "RISC-V Sv48", try RISCVPageTable(mode: .sv48), leafShift: 12)
+}
+
+struct Measure: FormatVisitor {
+    var gib: UInt64
+    var readGBs: Double
+    mutating func visit<F: PageTableFormat>(_ key: String, _ name: String, _ format: F, leafShift: Int) throws {
+        try benchmark(name, format, leafShift: leafShift, gib: gib, runs: gib == 1 ? 10 : 4, readGBs: readGBs)
+    }
+}
+
+struct Count: FormatVisitor {
+    var wanted: String
+    mutating func visit<F: PageTableFormat>(_ key: String, _ name: String, _ format: F, leafShift: Int) throws {
+        if key == wanted { try callgrind(format, leafShift: leafShift) }
+    }
+}
+
+func callgrind<F: PageTableFormat>(_ format: F, leafShift: Int) throws {
+    let table = try DenseTable(format, leafShift: leafShift, mapped: 1 << 30)
+    let r = try IOVARange(base: IOVA(DenseTable<F>.inputBase + (1 << 29)), length: 2 << 20)
+    // Warm up outside the counted functions: the first walk instantiates type metadata once.
+    _ = try table.walker.runs(r)
+    _ = try table.walker.extents(r)
+    var t = now()
+    let (s, n, x) = benchWalkRuns(table.walker)
+    let tRuns = now() - t
+    t = now()
+    let (_, y) = benchWalkLeaves(table.walker)
+    let tLeaves = now() - t
+    t = now()
+    let z = benchWalkRuns2M(table.walker, r, reps: 100)
+    let t2 = now() - t
+    let z2 = benchWalkLeaves2M(table.walker, r, reps: 100)
+    print("leaves \(s.leaves) entries \(s.entriesRead) runs \(n) (2 MiB walks: 100 each) sink \(x &+ y &+ z &+ z2)")
+    print("natively (one walk, not best of several): runs \(fmt(tRuns * 1e3, 3)) ms, leaves \(fmt(tLeaves * 1e3, 3)) ms, "
+          + "2 MiB runs \(fmt(t2 / 100 * 1e6, 3)) us")
+}
+
+let args = CommandLine.arguments.dropFirst()
+if args.first == "callgrind" {
+    var count = Count(wanted: args.dropFirst().first ?? "vtd")
+    try forEachFormat(&count)
+    exit(0)
+}
+let quick = args.first == "quick"
 print("machine: \(machine()), \(sysconf(Int32(_SC_NPROCESSORS_ONLN))) CPUs online")
-bandwidth(bytes: 512 << 20, runs: 5)
-try benchmarkWalk("VT-d second stage", try VTdSecondStage(levels: 4), mappedBytes: 1 << 30, runs: 10)
-try benchmarkWalk("Arm VMSAv8-64 stage 1, 4K", try ArmVMSAv8(stage: .stage1, granule: .size4K), mappedBytes: 1 << 30, runs: 10)
-try benchmarkWalk("VT-d second stage", try VTdSecondStage(levels: 4), mappedBytes: 16 << 30, runs: 3)
-try benchmarkWalk("Arm VMSAv8-64 stage 1, 4K", try ArmVMSAv8(stage: .stage1, granule: .size4K), mappedBytes: 16 << 30, runs: 3)
+let bw = bandwidth(bytes: 512 << 20, runs: 5)
+print("memory bandwidth over 512 MiB: read \(fmt(bw.read, 2)) GB/s, memcpy \(fmt(bw.copy, 2)) GB/s (copied bytes; traffic is about twice)")
+for gib: UInt64 in quick ? [1] : [1, 16] {
+    var measure = Measure(gib: gib, readGBs: bw.read)
+    try forEachFormat(&measure)
+}
+hostile(stepping: false)
+hostile(stepping: true)
+let bw2 = bandwidth(bytes: 512 << 20, runs: 5)
+print("memory bandwidth again: read \(fmt(bw2.read, 2)) GB/s, memcpy \(fmt(bw2.copy, 2)) GB/s")

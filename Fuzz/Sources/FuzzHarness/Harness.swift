@@ -1,4 +1,4 @@
-public import IOPageTables
+@_spi(Testing) public import IOPageTables
 
 /// Guest memory made of the fuzz input: a 16 MiB guest-physical window that repeats the input,
 /// so any table pointer in the window reads fuzzer-controlled bytes; beyond it, nothing.
@@ -89,7 +89,68 @@ public func fuzzWalk<F: PageTableFormat>(_ format: F, _ data: UnsafeRawBufferPoi
             precondition(error.reason == .budgetExceeded, "only the budget stops a skipping walk")
         }
     }
+    // The run fast path and the entry-by-entry walk agree on everything (leaves, faults,
+    // statistics, budget stops), and runs are the coalesced leaves.
+    var slow = walker
+    slow.usesRunFastPath = false
+    for r in [IOVARange.all, range] {
+        for skipping in [false, true] {
+            let fast = record(walker, r, skipping: skipping)
+            let reference = record(slow, r, skipping: skipping)
+            precondition(fast == reference, "fast and entry-by-entry walks differ: \(fast) vs \(reference)")
+            var runs: [TranslationRun] = []
+            var faults: [PageTableFault] = []
+            let visit = { (x: TranslationRun) throws(Never) -> WalkControl in runs.append(x); return .continue }
+            var thrown: PageTableFault?
+            do {
+                if skipping {
+                    try walker.visitRuns(r, skippingFaults: { (f: PageTableFault) throws(Never) -> WalkControl in
+                        faults.append(f)
+                        return .continue
+                    }, visit)
+                } else {
+                    try walker.visitRuns(r, visit)
+                }
+            } catch {
+                if case .fault(let f) = error { thrown = f }
+            }
+            precondition(runs == TranslationRun.coalescing(reference.leaves), "runs are not the coalesced leaves")
+            precondition(faults == reference.faults && thrown.map(pathFree) == reference.error, "runs' faults differ")
+        }
+    }
     if let t = try? walker.translate(range.first) {
         precondition(t.input.contains(range.first), "translate returned a leaf not covering the address")
     }
+}
+
+/// What one walk did, without the statistic that says which path ran.
+struct WalkRecord: Equatable, CustomStringConvertible {
+    var leaves: [LeafExtent] = []
+    var faults: [PageTableFault] = []
+    var statistics: WalkStatistics?
+    var error: PageTableFault?
+    var description: String { "\(leaves.count) leaves, \(faults.count) faults, \(statistics.map { "\($0)" } ?? "-"), \(error.map { "\($0)" } ?? "-")" }
+}
+
+func pathFree(_ f: PageTableFault) -> PageTableFault {
+    var f = f
+    f.statistics?.fastPathEntries = 0
+    return f
+}
+
+func record<F: PageTableFormat, M: GuestMemory>(_ w: PageTableWalker<F, M>, _ range: IOVARange, skipping: Bool) -> WalkRecord {
+    var r = WalkRecord()
+    do {
+        var s: WalkStatistics
+        if skipping {
+            s = try w.walk(range, skippingFaults: { r.faults.append($0) }) { r.leaves.append($0) }
+        } else {
+            s = try w.walk(range) { r.leaves.append($0) }
+        }
+        s.fastPathEntries = 0
+        r.statistics = s
+    } catch {
+        r.error = pathFree(error)
+    }
+    return r
 }

@@ -5,6 +5,12 @@ public struct TranslationRun: Hashable, Sendable, CustomStringConvertible {
     public var output: GuestPhysicalAddress
     public var permissions: Permissions
 
+    public init(input: IOVARange, output: GuestPhysicalAddress, permissions: Permissions) {
+        self.input = input
+        self.output = output
+        self.permissions = permissions
+    }
+
     public var description: String { "\(input) -> \(output) \(permissions)" }
 
     /// Merges extents given in input order where input and output both continue and

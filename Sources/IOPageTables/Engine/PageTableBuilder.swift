@@ -138,16 +138,22 @@ public struct PageTableBuilder<Format: PageTableFormat, Memory: WritableGuestMem
         try install(span: span, output: output.rawValue, sizeShift: s, level: level, permissions: permissions, input: input)
     }
 
-    /// Maps `range` to `output` with the largest leaves alignment allows; returns leaves installed.
+    /// Maps `range` to `output` with the largest leaves alignment allows (among `sizes`, when
+    /// given); returns the leaves installed.
+    ///
+    /// Consecutive leaves of one size that share a table are installed together: one descent
+    /// from the root and one pass over their slots per table (a dense range of 4K leaves costs
+    /// about an entry write per leaf), with the same checks and errors as mapping each leaf.
     /// - Throws: as ``map(_:to:size:permissions:)``; on failure, leaves already installed by
     ///   this call are removed again.
     @discardableResult
-    public mutating func map(_ range: IOVARange, to output: GuestPhysicalAddress,
-                             permissions: Permissions) throws(PageTableBuildError) -> Int {
-        let sizes = format.allLeafSizes.rawValue
+    public mutating func map(_ range: IOVARange, to output: GuestPhysicalAddress, permissions: Permissions,
+                             sizes allowed: PageSizeSet? = nil) throws(PageTableBuildError) -> Int {
+        let sizes = format.allLeafSizes.rawValue & (allowed?.rawValue ?? .max)
         var v = range.first.rawValue
         var o = output.rawValue
-        var installed: [(IOVA, PageSize)] = []
+        var installed: [(IOVA, UInt64)] = []
+        var leaves = 0
         do throws(PageTableBuildError) {
             while true {
                 let remainingMinusOne = range.last.rawValue - v
@@ -159,23 +165,64 @@ public struct PageTableBuilder<Format: PageTableFormat, Memory: WritableGuestMem
                     throw .misaligned(input: IOVA(v), output: GuestPhysicalAddress(o),
                                       size: PageSize(shift: sizes == 0 ? 12 : sizes.trailingZeroBitCount))
                 }
-                try map(IOVA(v), to: GuestPhysicalAddress(o), size: PageSize(shift: best), permissions: permissions)
-                installed.append((IOVA(v), PageSize(shift: best)))
-                if lowMask(best) == remainingMinusOne { break }
-                v &+= bit(best)
-                o &+= bit(best)
+                let n = leavesInARow(input: v, output: o, shift: best, remainingMinusOne: remainingMinusOne, sizes: sizes,
+                                     permissions: permissions)
+                if n > 1 {
+                    let level = (0...format.topLevel).first { format.leafSizes(level: $0) & bit(best) != 0 }!
+                    try install(span: format.spanAddress(of: IOVA(v))!, output: o, sizeShift: best, level: level,
+                                permissions: permissions, input: IOVA(v), leaves: n)
+                } else {
+                    try map(IOVA(v), to: GuestPhysicalAddress(o), size: PageSize(shift: best), permissions: permissions)
+                }
+                let bytes = UInt64(n) << UInt64(best)
+                installed.append((IOVA(v), bytes))
+                leaves += n
+                if bytes &- 1 == remainingMinusOne { break }
+                v &+= bytes
+                o &+= bytes
             }
         } catch {
-            for (iova, size) in installed {
-                _ = try? unmap(try! IOVARange(base: iova, length: size.bytes))
+            for (iova, bytes) in installed {
+                _ = try? unmap(try! IOVARange(base: iova, length: bytes))
             }
             throw error
         }
-        return installed.count
+        return leaves
     }
 
+    /// How many leaves of `2^shift` bytes from `input` to map together: those sharing the leaf
+    /// table of the first, inside the range, before a larger size would fit, and all passing
+    /// ``map(_:to:size:permissions:)``'s checks (judged on the last); 1 when in doubt.
+    func leavesInARow(input v: UInt64, output o: UInt64, shift s: Int, remainingMinusOne: UInt64, sizes: UInt64,
+                      permissions: Permissions) -> Int {
+        guard format.canExpress(permissions),
+              let level = (0...format.topLevel).first(where: { format.leafSizes(level: $0) & bit(s) != 0 }) else { return 1 }
+        let tableShift = format.itemShift(level: level) + format.indexBits(level: level)
+        // Whole leaves in the rest of the range (`remainingMinusOne + 1` bytes, which may be 2^64).
+        let inRange = (remainingMinusOne >> UInt64(s)) &+ (remainingMinusOne & lowMask(s) == lowMask(s) ? 1 : 0)
+        var n = min(inRange, (((v | lowMask(tableShift)) &- v) >> UInt64(s)) &+ 1)
+        // Stop where a larger size becomes possible (the input and output align to it together).
+        for larger in (s + 1)..<64 where sizes & bit(larger) != 0 && (v ^ o) & lowMask(larger) == 0 {
+            let boundary = (v | lowMask(larger)) &+ 1
+            guard boundary > v else { continue }
+            let before = boundary &- v
+            if before <= remainingMinusOne, remainingMinusOne - before >= lowMask(larger) {
+                n = min(n, before >> UInt64(s))
+            }
+        }
+        guard n > 1, n <= UInt64(1) << UInt64(format.indexBits(level: level)) else { return 1 }
+        let bytes = n << UInt64(s)
+        let lastInput = v &+ (bytes &- 1)
+        let lastOutput = o &+ (bytes &- bit(s))
+        guard let first = format.spanAddress(of: IOVA(v)), let last = format.spanAddress(of: IOVA(lastInput)),
+              last &- first == bytes &- 1, last <= lowMask(format.inputBits),
+              (lastOutput | lowMask(s)) <= lowMask(format.outputBits(leafShift: s)) else { return 1 }
+        return Int(n)
+    }
+
+    /// Installs `leaves` consecutive leaves of `2^sizeShift` bytes from `span` (all in one table).
     mutating func install(span: UInt64, output: UInt64, sizeShift: Int, level target: Int, permissions: Permissions,
-                 input: IOVA) throws(PageTableBuildError) {
+                          input: IOVA, leaves: Int = 1) throws(PageTableBuildError) {
         var table = root.rawValue
         var level = format.topLevel
         while level > target {
@@ -206,7 +253,11 @@ public struct PageTableBuilder<Format: PageTableFormat, Memory: WritableGuestMem
         let shift = format.itemShift(level: target)
         let count = 1 << (sizeShift - shift)
         let first = index(span, target)
-        for k in first..<(first + count) {
+        /// The input of the leaf holding slot `k`.
+        func leafInput(_ k: Int) -> IOVA {
+            IOVA(input.rawValue &+ (UInt64((k - first) / count) << UInt64(sizeShift)))
+        }
+        for k in first..<(first + count * leaves) {
             let raw = try load(table &+ UInt64(k * format.entryBytes))
             switch format.decode(raw, level: target) {
             case .empty: continue
@@ -223,17 +274,20 @@ public struct PageTableBuilder<Format: PageTableFormat, Memory: WritableGuestMem
                     case .visitor(let never): switch never {}
                     }
                 }
-                if any { throw .alreadyMapped(input) }
-            case .leaf: throw .alreadyMapped(input)
+                if any { throw .alreadyMapped(leafInput(k)) }
+            case .leaf: throw .alreadyMapped(leafInput(k))
             case .fault(let r):
                 let itemSpan = (span & ~lowMask(sizeShift)) &+ (UInt64(k - first) << UInt64(shift))
                 throw .tableFault(PageTableFault(reason: r, level: target, table: GuestPhysicalAddress(table), index: k, entry: raw,
                                                  input: format.inputAddress(ofSpan: itemSpan)))
             }
         }
-        for k in 0..<count {
-            let e = format.encodeLeaf(output: output, sizeShift: sizeShift, level: target, permissions: permissions, replica: k)
-            try store(e, at: table &+ UInt64((first + k) * format.entryBytes))
+        for j in 0..<leaves {
+            let leafOutput = output &+ (UInt64(j) << UInt64(sizeShift))
+            for k in 0..<count {
+                let e = format.encodeLeaf(output: leafOutput, sizeShift: sizeShift, level: target, permissions: permissions, replica: k)
+                try store(e, at: table &+ UInt64((first + j * count + k) * format.entryBytes))
+            }
         }
     }
 

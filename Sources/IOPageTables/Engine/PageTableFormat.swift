@@ -73,11 +73,31 @@ public protocol PageTableFormat: Sendable, Hashable {
     func encodeLeaf(output: UInt64, sizeShift: Int, level: Int, permissions: Permissions, replica: Int) -> UInt64
     /// The raw entry pointing at a table (of level `level - 1`).
     func encodeTable(_ table: GuestPhysicalAddress, level: Int) -> UInt64
+
+    /// What to add to a raw leaf entry at `level` to move its output on by one item
+    /// (`2^itemShift(level)` bytes): the lowest bit of the entry's output field. `0` (the
+    /// default) turns the walker's run fast path off at this level.
+    ///
+    /// The walker uses it to take a run of leaves, each entry the previous one plus this step,
+    /// after decoding only the run's first and last entry. A format giving a step promises, for
+    /// every raw entry `e` that ``decode(_:level:)`` reads as a leaf `L` with one item or with
+    /// per-item outputs (`replicasShareOutput == false`): there is a bound `K >= 1` such that
+    /// `decode(e &+ k &* step)` is `L` with output `L.output + k << itemShift(level)` (the
+    /// same size, permissions and replica kind) for every `k < K` and is not for any `k >= K`.
+    /// That holds when the output field's bits are the only ones the step changes until the
+    /// field carries into bits the decoder checks, and when the decoder's address checks
+    /// (width, alignment, reserved low bits) stay true or turn false once along the run. The
+    /// cross-path tests check the promise on random and hostile tables of every format.
+    func leafRunStep(level: Int) -> UInt64
 }
 
 extension PageTableFormat {
     @inlinable
     public func outputBits(leafShift sizeShift: Int) -> Int { outputBits }
+
+    /// No run fast path.
+    @inlinable
+    public func leafRunStep(level: Int) -> UInt64 { 0 }
 
     /// Input bits the whole table translates (up to 64).
     @inlinable

@@ -26,6 +26,11 @@ public struct WalkStatistics: Hashable, Sendable, CustomStringConvertible {
     public var tablesVisited = 0
     public var leaves = 0
     public var faultsSkipped = 0
+    /// Of ``entriesRead``, the entries the run fast path took: runs of leaves whose entries
+    /// each add one item to the previous (decoded once per run), and repeats of an empty entry.
+    /// A measure of how much of the walk ran fast; everything else in these statistics is the
+    /// same with and without the fast path.
+    public var fastPathEntries = 0
     public init() {}
 
     public var description: String {
@@ -78,12 +83,32 @@ extension PageTableWalkError: Hashable where VisitorError: Hashable {}
 /// minority claim), while the span's other entries are walked as themselves. A slot before
 /// the run's first member has already been walked as itself when the walk learns of the run
 /// (so a one-item leaf there may be both visited and then named).
+///
+/// Dense tables of well-formed leaves are walked close to memory speed: when an entry decodes
+/// as a leaf, the walk scans the following entries for ones that each add one item to the
+/// previous (``PageTableFormat/leafRunStep(level:)``), then decodes only the last of them; by
+/// the format's promise every entry in between is then the same leaf moved on (if the last is
+/// not, a binary search finds where the run stops). Repeats of an empty entry are skipped the
+/// same way. Faults, budgets, leaves and statistics are exactly those of decoding every entry.
+/// ``visitRuns(_:_:)`` hands out such runs merged into maximal ``TranslationRun``s, one call
+/// per run instead of one per leaf.
 public struct PageTableWalker<Format: PageTableFormat, Memory: GuestMemory> {
     public var format: Format
     public var memory: Memory
     /// Guest-physical address of the root table.
     public var root: GuestPhysicalAddress
     public var budget: WalkBudget
+    /// Whether the walk takes runs of well-formed leaves (and repeated empty entries) at once,
+    /// scanning a table in place when ``GuestMemory/readableBytes(of:)`` offers it. Off, every
+    /// entry is decoded and checked one by one through ``GuestMemory/load64(at:)``: the reference
+    /// the cross-path tests compare the fast path with. The results are the same either way.
+    @usableFromInline var runFastPath = true
+
+    /// ``runFastPath`` for the fuzz harness's cross-path check (not API).
+    @_spi(Testing) public var usesRunFastPath: Bool {
+        get { runFastPath }
+        set { runFastPath = newValue }
+    }
 
     /// Traps when `format` has more than 8 levels (a programmer error: no IOMMU format does).
     public init(format: Format, memory: Memory, root: GuestPhysicalAddress, budget: WalkBudget = .default) {
@@ -171,35 +196,133 @@ public struct PageTableWalker<Format: PageTableFormat, Memory: GuestMemory> {
         return out
     }
 
+    // MARK: Runs
+
+    /// Visits the translation of every leaf that intersects `range` as maximal runs: adjacent
+    /// leaves (of any size, level or table) whose inputs and outputs both continue and whose
+    /// permissions are equal, merged into one ``TranslationRun``, in input order. The runs are
+    /// exactly ``TranslationRun/coalescing(_:)`` of the leaves ``visitLeaves(_:_:)`` visits (so
+    /// the first and last run may reach past `range`, as whole leaves do). A run is handed out
+    /// when the next one starts, before a fault is thrown or handed to a fault handler, and at
+    /// the end; the visitor may throw or return ``WalkControl/stop``. Allocates nothing.
+    ///
+    /// Costs one call per run instead of one per leaf: the walk of a dense table of leaves is a
+    /// scan of its entries. The budget and the statistics count entries and leaves as a leaf
+    /// walk does (after a stop, they include the leaves of the run being merged).
+    /// - Throws: ``PageTableWalkError/fault(_:)`` for the first malformed entry or an exhausted
+    ///   budget (runs before it were visited), ``PageTableWalkError/visitor(_:)`` with the
+    ///   visitor's own error.
+    @inlinable @discardableResult
+    public func visitRuns<E: Error>(_ range: IOVARange = .all,
+                                    _ visitor: (TranslationRun) throws(E) -> WalkControl) throws(PageTableWalkError<E>) -> WalkStatistics {
+        try runMerged(range, skip: false, onFault: { (_: PageTableFault) throws(E) in .continue }, visit: visitor)
+    }
+
+    /// Like ``visitRuns(_:_:)`` but a malformed entry is passed to `onFault` (after the run
+    /// before it) and skipped; `onFault` may throw or stop the walk too.
+    /// - Throws: ``PageTableWalkError/fault(_:)`` only for an exhausted budget,
+    ///   ``PageTableWalkError/visitor(_:)`` with an error of `onFault` or the visitor.
+    @inlinable @discardableResult
+    public func visitRuns<E: Error>(_ range: IOVARange = .all,
+                                    skippingFaults onFault: (PageTableFault) throws(E) -> WalkControl,
+                                    _ visitor: (TranslationRun) throws(E) -> WalkControl) throws(PageTableWalkError<E>) -> WalkStatistics {
+        try runMerged(range, skip: true, onFault: onFault, visit: visitor)
+    }
+
+    /// All maximal runs of the leaves intersecting `range` (``visitRuns(_:_:)``), collected
+    /// into an array (convenience; allocates).
+    /// - Throws: the first ``PageTableFault``.
+    public func runs(_ range: IOVARange = .all) throws(PageTableFault) -> [TranslationRun] {
+        var out: [TranslationRun] = []
+        do {
+            try visitRuns(range) { (r: TranslationRun) throws(Never) -> WalkControl in out.append(r); return .continue }
+        } catch {
+            switch error {
+            case .fault(let f): throw f
+            case .visitor(let never): switch never {}
+            }
+        }
+        return out
+    }
+
     // MARK: Engine
 
     /// Most items in one contiguous or replicated run (AMD NextLevel 7 has up to 256).
     @usableFromInline static var maxRunLog2: Int { 8 }
 
-    @usableFromInline
-    struct State {
-        @usableFromInline var entriesLeft: Int
-        @usableFromInline var tablesLeft: Int
-        @usableFromInline var stats = WalkStatistics()
-        /// First and last byte of each table on the current path.
-        @usableFromInline var pathFirst = InlineArray<8, UInt64>(repeating: .max)
-        @usableFromInline var pathLast = InlineArray<8, UInt64>(repeating: 0)
-        @usableFromInline var depth = 0
-
-        @inlinable
-        init(entriesLeft: Int, tablesLeft: Int) {
-            self.entriesLeft = entriesLeft
-            self.tablesLeft = tablesLeft
-        }
-    }
-
+    /// The walk with one visit per leaf.
     @inlinable
     func run<E: Error>(_ range: IOVARange, skip: Bool, onFault: (PageTableFault) throws(E) -> WalkControl,
                        visit: (LeafExtent) throws(E) -> WalkControl) throws(PageTableWalkError<E>) -> WalkStatistics {
-        var state = State(entriesLeft: budget.maxEntries, tablesLeft: budget.maxTables)
+        return try runGroups(range, skip: skip, onFault: onFault, group: { (g: WalkLeafGroup, state: inout WalkState) throws(E) -> WalkControl in
+            let size = UInt64(1) << UInt64(g.leafShift)
+            let pageSize = PageSize(shift: g.leafShift)
+            var input = g.inputFirst
+            var output = g.output
+            var charge = g.firstCharge
+            for _ in 0..<g.count {
+                state.entriesLeft -= charge
+                state.stats.entriesRead += charge
+                state.stats.leaves += 1
+                charge = g.entriesPerLeaf
+                let control = try visit(LeafExtent(inputFirst: IOVA(input), inputLast: IOVA(input &+ (size &- 1)),
+                                                   output: GuestPhysicalAddress(output), size: pageSize,
+                                                   permissions: g.permissions, level: g.level))
+                if control == .stop { return .stop }
+                input &+= size
+                output &+= size
+            }
+            return .continue
+        }, flush: { () throws(E) -> WalkControl in .continue })
+    }
+
+    /// The walk with one visit per maximal run (``TranslationRun/coalescing(_:)``'s rule).
+    @inlinable
+    func runMerged<E: Error>(_ range: IOVARange, skip: Bool, onFault: (PageTableFault) throws(E) -> WalkControl,
+                             visit: (TranslationRun) throws(E) -> WalkControl) throws(PageTableWalkError<E>) -> WalkStatistics {
+        var pending = false
+        var first: UInt64 = 0
+        var last: UInt64 = 0
+        var output: UInt64 = 0
+        var permissions: Permissions = []
+        return try runGroups(range, skip: skip, onFault: onFault, group: { (g: WalkLeafGroup, state: inout WalkState) throws(E) -> WalkControl in
+            let entries = g.firstCharge + (g.count - 1) * g.entriesPerLeaf
+            state.entriesLeft -= entries
+            state.stats.entriesRead += entries
+            state.stats.leaves += g.count
+            let gFirst = g.inputFirst
+            let gLast = g.inputFirst &+ ((UInt64(g.count) << UInt64(g.leafShift)) &- 1)
+            if pending, permissions == g.permissions, last != .max, last &+ 1 == gFirst,
+               g.output &- output == gFirst &- first, g.output > output {
+                last = gLast
+                return .continue
+            }
+            var control = WalkControl.continue
+            if pending {
+                control = try visit(TranslationRun(input: try! IOVARange(first: IOVA(first), last: IOVA(last)),
+                                                   output: GuestPhysicalAddress(output), permissions: permissions))
+            }
+            pending = true
+            (first, last, output, permissions) = (gFirst, gLast, g.output, g.permissions)
+            return control
+        }, flush: { () throws(E) -> WalkControl in
+            guard pending else { return .continue }
+            pending = false
+            return try visit(TranslationRun(input: try! IOVARange(first: IOVA(first), last: IOVA(last)),
+                                            output: GuestPhysicalAddress(output), permissions: permissions))
+        })
+    }
+
+    /// The walk itself: hands each group of leaves to `group` and calls `flush` before every
+    /// fault it reports and at the end.
+    @inlinable
+    func runGroups<E: Error>(_ range: IOVARange, skip: Bool, onFault: (PageTableFault) throws(E) -> WalkControl,
+                             group: (WalkLeafGroup, inout WalkState) throws(E) -> WalkControl,
+                             flush: () throws(E) -> WalkControl) throws(PageTableWalkError<E>) -> WalkStatistics {
+        var state = WalkState(entriesLeft: budget.maxEntries, tablesLeft: budget.maxTables)
         let top = format.topLevel
         if root.rawValue & UInt64(format.tableBytes(level: top) - 1) != 0 {
-            _ = try report(.misalignedTable, top, root.rawValue, 0, 0, format.inputAddress(ofSpan: 0), &state, skip, onFault)
+            _ = try report(.misalignedTable, top, root.rawValue, 0, 0, format.inputAddress(ofSpan: 0), &state, skip, onFault, flush)
             return state.stats
         }
         // At most two pieces (the halves of a sign-extended space), without an array.
@@ -211,7 +334,8 @@ public struct PageTableWalker<Format: PageTableFormat, Memory: GuestMemory> {
             guard let r = piece.intersection(range),
                   let first = format.spanAddress(of: r.first), let last = format.spanAddress(of: r.last) else { continue }
             guard state.tablesLeft > 0 else {
-                throw .fault(budgetFault(top, root.rawValue, 0, 0, format.inputAddress(ofSpan: first), state))
+                _ = try exhausted(top, root.rawValue, 0, 0, format.inputAddress(ofSpan: first), state, flush)
+                return state.stats
             }
             state.tablesLeft -= 1
             state.stats.tablesVisited += 1
@@ -219,9 +343,10 @@ public struct PageTableWalker<Format: PageTableFormat, Memory: GuestMemory> {
             state.pathLast[0] = root.rawValue &+ UInt64(format.tableBytes(level: top) - 1)
             state.depth = 1
             let control = try walkTable(root.rawValue, level: top, tableBase: 0, first: first, last: last, allows: .all,
-                                        &state, skip, onFault, visit)
-            if control == .stop { break }
+                                        &state, skip, onFault, group, flush)
+            if control == .stop { return state.stats }
         }
+        do { _ = try flush() } catch { throw .visitor(error) }
         return state.stats
     }
 
@@ -233,18 +358,30 @@ public struct PageTableWalker<Format: PageTableFormat, Memory: GuestMemory> {
 
     @inlinable
     func budgetFault(_ level: Int, _ table: UInt64, _ index: Int, _ entry: UInt64, _ input: IOVA,
-                     _ state: State) -> PageTableFault {
+                     _ state: WalkState) -> PageTableFault {
         PageTableFault(reason: .budgetExceeded, level: level, table: GuestPhysicalAddress(table), index: index, entry: entry,
                        input: input, statistics: state.stats)
     }
 
-    /// Throws the fault (not skipping), or hands it to `onFault` and returns what it says.
+    /// Hands out the pending run, then throws the budget fault (or stops, if the visitor
+    /// stops at that run).
+    @inlinable
+    func exhausted<E: Error>(_ level: Int, _ table: UInt64, _ index: Int, _ entry: UInt64, _ input: IOVA, _ state: WalkState,
+                             _ flush: () throws(E) -> WalkControl) throws(PageTableWalkError<E>) -> WalkControl {
+        do { if try flush() == .stop { return .stop } } catch { throw .visitor(error) }
+        throw .fault(budgetFault(level, table, index, entry, input, state))
+    }
+
+    /// Hands out the pending run, then throws the fault (not skipping), or hands it to
+    /// `onFault` and returns what it says.
     @inlinable
     func report<E: Error>(_ reason: PageTableFault.Reason, _ level: Int, _ table: UInt64, _ index: Int, _ entry: UInt64,
-                          _ input: IOVA, _ state: inout State, _ skip: Bool,
-                          _ onFault: (PageTableFault) throws(E) -> WalkControl) throws(PageTableWalkError<E>) -> WalkControl {
+                          _ input: IOVA, _ state: inout WalkState, _ skip: Bool,
+                          _ onFault: (PageTableFault) throws(E) -> WalkControl,
+                          _ flush: () throws(E) -> WalkControl) throws(PageTableWalkError<E>) -> WalkControl {
         let fault = PageTableFault(reason: reason, level: level, table: GuestPhysicalAddress(table), index: index, entry: entry,
                                    input: input)
+        do { if try flush() == .stop { return .stop } } catch { throw .visitor(error) }
         guard skip else { throw .fault(fault) }
         state.stats.faultsSkipped += 1
         do { return try onFault(fault) } catch { throw .visitor(error) }
@@ -252,8 +389,9 @@ public struct PageTableWalker<Format: PageTableFormat, Memory: GuestMemory> {
 
     @inlinable
     func walkTable<E: Error>(_ table: UInt64, level: Int, tableBase: UInt64, first: UInt64, last: UInt64, allows: Permissions,
-                             _ state: inout State, _ skip: Bool, _ onFault: (PageTableFault) throws(E) -> WalkControl,
-                             _ visit: (LeafExtent) throws(E) -> WalkControl) throws(PageTableWalkError<E>) -> WalkControl {
+                             _ state: inout WalkState, _ skip: Bool, _ onFault: (PageTableFault) throws(E) -> WalkControl,
+                             _ group: (WalkLeafGroup, inout WalkState) throws(E) -> WalkControl,
+                             _ flush: () throws(E) -> WalkControl) throws(PageTableWalkError<E>) -> WalkControl {
         let shift = format.itemShift(level: level)
         let indexBits = format.indexBits(level: level)
         let entryBytes = UInt64(format.entryBytes)
@@ -266,33 +404,87 @@ public struct PageTableWalker<Format: PageTableFormat, Memory: GuestMemory> {
         // The whole table must be guest memory before any entry of it is read.
         let tableBytes = UInt64(format.tableBytes(level: level))
         let (tableLast, wraps) = table.addingReportingOverflow(tableBytes - 1)
-        guard !wraps, memory.contains(try! GuestPhysicalRange(first: GuestPhysicalAddress(table), last: GuestPhysicalAddress(tableLast))) else {
-            return try report(.outsideGuestMemory, level, table, i, 0, input(i), &state, skip, onFault)
+        guard !wraps else { return try report(.outsideGuestMemory, level, table, i, 0, input(i), &state, skip, onFault, flush) }
+        let tableRange = try! GuestPhysicalRange(first: GuestPhysicalAddress(table), last: GuestPhysicalAddress(tableLast))
+        // The fast path reads the table in place when the memory offers it.
+        let bytes = runFastPath ? memory.readableBytes(of: tableRange) : nil
+        guard bytes != nil || memory.contains(tableRange) else {
+            return try report(.outsideGuestMemory, level, table, i, 0, input(i), &state, skip, onFault, flush)
         }
+        let step = runFastPath ? format.leafRunStep(level: level) : 0
+        /// Entry `k` (`nil`: the memory shrank under the walk).
+        func entry(_ k: Int) -> UInt64? {
+            if let bytes {
+                return entryBytes == 8 ? UInt64(littleEndian: bytes.loadUnaligned(fromByteOffset: k &* 8, as: UInt64.self))
+                    : UInt64(UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: k &* 4, as: UInt32.self)))
+            }
+            return load(table &+ UInt64(k) &* entryBytes)
+        }
+        /// The first index from `from` through `through` whose entry is not `expected` plus
+        /// `delta` per index after `from` (`through + 1` when all are). Reads each entry once.
+        func scan(_ from: Int, _ through: Int, _ expected: UInt64, _ delta: UInt64) -> Int {
+            var k = from
+            var e = expected
+            if let bytes, entryBytes == 8 {
+                // Four entries per compare, then one at a time to find where the run ends.
+                let (d2, d3, d4) = (delta &* 2, delta &* 3, delta &* 4)
+                while k &+ 3 <= through {
+                    let p = bytes + k &* 8
+                    let a = UInt64(littleEndian: p.loadUnaligned(as: UInt64.self))
+                    let b = UInt64(littleEndian: p.loadUnaligned(fromByteOffset: 8, as: UInt64.self))
+                    let c = UInt64(littleEndian: p.loadUnaligned(fromByteOffset: 16, as: UInt64.self))
+                    let d = UInt64(littleEndian: p.loadUnaligned(fromByteOffset: 24, as: UInt64.self))
+                    guard (a ^ e) | (b ^ (e &+ delta)) | (c ^ (e &+ d2)) | (d ^ (e &+ d3)) == 0 else { break }
+                    e &+= d4
+                    k &+= 4
+                }
+                while k <= through {
+                    guard UInt64(littleEndian: bytes.loadUnaligned(fromByteOffset: k &* 8, as: UInt64.self)) == e else { return k }
+                    e &+= delta
+                    k &+= 1
+                }
+                return k
+            }
+            while k <= through {
+                guard entry(k) == e else { return k }
+                e &+= delta
+                k &+= 1
+            }
+            return k
+        }
+
         while i <= endIndex {
-            guard state.entriesLeft > 0 else { throw .fault(budgetFault(level, table, i, 0, input(i), state)) }
+            guard state.entriesLeft > 0 else { return try exhausted(level, table, i, 0, input(i), state, flush) }
             state.entriesLeft -= 1
             state.stats.entriesRead += 1
-            guard let raw = load(table &+ UInt64(i) &* entryBytes) else {
+            guard let raw = entry(i) else {
                 // The memory shrank under the walk: refuse the rest of the table.
-                return try report(.outsideGuestMemory, level, table, i, 0, input(i), &state, skip, onFault)
+                return try report(.outsideGuestMemory, level, table, i, 0, input(i), &state, skip, onFault, flush)
             }
             switch format.decode(raw, level: level) {
             case .empty:
                 i += 1
+                if runFastPath && i <= endIndex {
+                    // An entry equal to an empty one is empty too: take the repeats at once.
+                    let next = scan(i, i - 1 + min(state.entriesLeft, endIndex - i + 1), raw, 0)
+                    state.entriesLeft -= next - i
+                    state.stats.entriesRead += next - i
+                    state.stats.fastPathEntries += next - i
+                    i = next
+                }
             case .fault(let reason):
-                if try report(reason, level, table, i, raw, input(i), &state, skip, onFault) == .stop { return .stop }
+                if try report(reason, level, table, i, raw, input(i), &state, skip, onFault, flush) == .stop { return .stop }
                 i += 1
             case .table(let next, let nextLevel, let nextAllows):
                 let k = i
                 i += 1
                 guard nextLevel >= 0, nextLevel < level else {
-                    if try report(.invalidNextLevel, level, table, k, raw, input(k), &state, skip, onFault) == .stop { return .stop }
+                    if try report(.invalidNextLevel, level, table, k, raw, input(k), &state, skip, onFault, flush) == .stop { return .stop }
                     continue
                 }
                 let nextBytes = UInt64(format.tableBytes(level: nextLevel))
                 guard next.rawValue & (nextBytes - 1) == 0 else {
-                    if try report(.misalignedTable, level, table, k, raw, input(k), &state, skip, onFault) == .stop { return .stop }
+                    if try report(.misalignedTable, level, table, k, raw, input(k), &state, skip, onFault, flush) == .stop { return .stop }
                     continue
                 }
                 // Aligned to its power-of-two size, the next table cannot wrap past 2^64.
@@ -303,10 +495,10 @@ public struct PageTableWalker<Format: PageTableFormat, Memory: GuestMemory> {
                     overlapsPath = true
                 }
                 guard !overlapsPath else {
-                    if try report(.loop, level, table, k, raw, input(k), &state, skip, onFault) == .stop { return .stop }
+                    if try report(.loop, level, table, k, raw, input(k), &state, skip, onFault, flush) == .stop { return .stop }
                     continue
                 }
-                guard state.tablesLeft > 0 else { throw .fault(budgetFault(level, table, k, raw, input(k), state)) }
+                guard state.tablesLeft > 0 else { return try exhausted(level, table, k, raw, input(k), state, flush) }
                 state.tablesLeft -= 1
                 state.stats.tablesVisited += 1
                 // With level skipping (AMD v1) the child covers only the low part of the entry.
@@ -319,14 +511,14 @@ public struct PageTableWalker<Format: PageTableFormat, Memory: GuestMemory> {
                     state.pathLast[state.depth] = nextLast
                     state.depth += 1
                     let control = try walkTable(nextFirst, level: nextLevel, tableBase: entryBase, first: lo, last: hi,
-                                                allows: allows.intersection(nextAllows), &state, skip, onFault, visit)
+                                                allows: allows.intersection(nextAllows), &state, skip, onFault, group, flush)
                     state.depth -= 1
                     if control == .stop { return .stop }
                 }
             case .leaf(let leaf):
                 let runShift = leaf.sizeShift - shift
                 guard runShift >= 0, runShift <= min(indexBits, Self.maxRunLog2), leaf.sizeShift < 64 else {
-                    if try report(.invalidPageSizeEncoding, level, table, i, raw, input(i), &state, skip, onFault) == .stop { return .stop }
+                    if try report(.invalidPageSizeEncoding, level, table, i, raw, input(i), &state, skip, onFault, flush) == .stop { return .stop }
                     i += 1
                     continue
                 }
@@ -337,14 +529,53 @@ public struct PageTableWalker<Format: PageTableFormat, Memory: GuestMemory> {
                 // A member whose run is misaligned or too wide is bad itself; its neighbours are
                 // judged on their own.
                 guard base & lowMask(leaf.sizeShift) == 0 else {
-                    if try report(.misalignedOutput, level, table, i, raw, input(i), &state, skip, onFault) == .stop { return .stop }
+                    if try report(.misalignedOutput, level, table, i, raw, input(i), &state, skip, onFault, flush) == .stop { return .stop }
                     i += 1
                     continue
                 }
                 guard (base | lowMask(leaf.sizeShift)) <= lowMask(format.outputBits) else {
-                    if try report(.outputBeyondWidth, level, table, i, raw, input(i), &state, skip, onFault) == .stop { return .stop }
+                    if try report(.outputBeyondWidth, level, table, i, raw, input(i), &state, skip, onFault, flush) == .stop { return .stop }
                     i += 1
                     continue
+                }
+                // The fast path: from a leaf's first entry, the entries that each add one item
+                // to the previous, as whole leaves within the range and the budget.
+                if step != 0 && i == runStart && (count == 1 || !leaf.replicasShareOutput) && i < endIndex {
+                    let scanned = scan(i + 1, i + min(state.entriesLeft, endIndex - i), raw &+ step, step) - i
+                    var leaves = scanned >> runShift
+                    /// Whether leaf `q` of the scanned entries is the run moved on by `q` leaves:
+                    /// decodes its last entry (by the format's promise, those before it follow).
+                    func continues(_ q: Int) -> Bool {
+                        let k = ((q + 1) << runShift) - 1
+                        guard case .leaf(let o) = format.decode(raw &+ UInt64(k) &* step, level: level),
+                              o.sizeShift == leaf.sizeShift, o.permissions == leaf.permissions,
+                              o.replicasShareOutput == leaf.replicasShareOutput,
+                              o.output == leaf.output &+ (UInt64(k) << UInt64(shift)) else { return false }
+                        let leafBase = base &+ (UInt64(q) << UInt64(leaf.sizeShift))
+                        return (leafBase | lowMask(leaf.sizeShift)) <= lowMask(format.outputBits)
+                    }
+                    if leaves > (count == 1 ? 1 : 0) && !continues(leaves - 1) {
+                        // The leaves that continue are a prefix (the promise): find its end.
+                        var good = count == 1 ? 0 : -1
+                        var bad = leaves - 1
+                        while bad - good > 1 {
+                            let mid = (good + bad) / 2
+                            if continues(mid) { good = mid } else { bad = mid }
+                        }
+                        leaves = good + 1
+                    }
+                    if leaves > 1 || (leaves == 1 && count > 1) {
+                        state.stats.fastPathEntries += leaves << runShift
+                        let g = WalkLeafGroup(spanFirst: tableBase &+ (UInt64(i) << UInt64(shift)), inputFirst: input(i).rawValue,
+                                              leafShift: leaf.sizeShift, count: leaves,
+                                          output: base, permissions: leaf.permissions.intersection(allows), level: level,
+                                          firstCharge: count - 1, entriesPerLeaf: count)
+                        let control: WalkControl
+                        do { control = try group(g, &state) } catch { throw .visitor(error) }
+                        if control == .stop { return .stop }
+                        i += leaves << runShift
+                        continue
+                    }
                 }
                 if count > 1 {
                     // Vote: which slots of the span hold this run's replica. `disagreeing` has a
@@ -352,11 +583,11 @@ public struct PageTableWalker<Format: PageTableFormat, Memory: GuestMemory> {
                     var agreeing = 1
                     var disagreeing = InlineArray<4, UInt64>(repeating: 0)
                     for k in runStart..<runEnd where k != i {
-                        guard state.entriesLeft > 0 else { throw .fault(budgetFault(level, table, k, 0, input(k), state)) }
+                        guard state.entriesLeft > 0 else { return try exhausted(level, table, k, 0, input(k), state, flush) }
                         state.entriesLeft -= 1
                         state.stats.entriesRead += 1
-                        guard let other = load(table &+ UInt64(k) &* entryBytes) else {
-                            return try report(.outsideGuestMemory, level, table, k, 0, input(k), &state, skip, onFault)
+                        guard let other = entry(k) else {
+                            return try report(.outsideGuestMemory, level, table, k, 0, input(k), &state, skip, onFault, flush)
                         }
                         let expected = leaf.replicasShareOutput ? base : base &+ (UInt64(k - runStart) << UInt64(shift))
                         if case .leaf(let o) = format.decode(other, level: level), o.sizeShift == leaf.sizeShift,
@@ -377,7 +608,7 @@ public struct PageTableWalker<Format: PageTableFormat, Memory: GuestMemory> {
                             // first member met here does.
                             var named = false
                             for k in runStart..<runEnd where disagreeing[(k - runStart) >> 6] & bit((k - runStart) & 63) != 0 {
-                                let other = load(table &+ UInt64(k) &* entryBytes) ?? 0
+                                let other = entry(k) ?? 0
                                 if k > i || k < startIndex {
                                     // Not walked yet (or before the range): name it.
                                 } else if case .leaf(let o) = format.decode(other, level: level), o.sizeShift != shift {
@@ -388,18 +619,21 @@ public struct PageTableWalker<Format: PageTableFormat, Memory: GuestMemory> {
                                     continue
                                 }
                                 named = true
-                                if try report(.inconsistentContiguousRun, level, table, k, other, input(k), &state, skip, onFault) == .stop {
+                                if try report(.inconsistentContiguousRun, level, table, k, other, input(k), &state, skip, onFault,
+                                              flush) == .stop {
                                     return .stop
                                 }
                             }
                             if !named,
-                               try report(.inconsistentContiguousRun, level, table, i, raw, input(i), &state, skip, onFault) == .stop {
+                               try report(.inconsistentContiguousRun, level, table, i, raw, input(i), &state, skip, onFault,
+                                          flush) == .stop {
                                 return .stop
                             }
                             i = runEnd
                         } else {
                             // A lone or minority claim: this entry is the bad one.
-                            if try report(.inconsistentContiguousRun, level, table, i, raw, input(i), &state, skip, onFault) == .stop {
+                            if try report(.inconsistentContiguousRun, level, table, i, raw, input(i), &state, skip, onFault,
+                                          flush) == .stop {
                                 return .stop
                             }
                             i += 1
@@ -407,17 +641,12 @@ public struct PageTableWalker<Format: PageTableFormat, Memory: GuestMemory> {
                         continue
                     }
                 }
-                let spanFirst = tableBase &+ (UInt64(runStart) << UInt64(shift))
-                let spanLast = spanFirst &+ lowMask(leaf.sizeShift)
-                state.stats.leaves += 1
                 let control: WalkControl
                 do {
-                    control = try visit(LeafExtent(
-                        inputFirst: format.inputAddress(ofSpan: spanFirst), inputLast: format.inputAddress(ofSpan: spanLast),
-                        output: GuestPhysicalAddress(base),
-                        size: PageSize(shift: leaf.sizeShift),
-                        permissions: leaf.permissions.intersection(allows),
-                        level: level))
+                    control = try group(WalkLeafGroup(spanFirst: tableBase &+ (UInt64(runStart) << UInt64(shift)),
+                                                      inputFirst: input(runStart).rawValue, leafShift: leaf.sizeShift,
+                                                  count: 1, output: base, permissions: leaf.permissions.intersection(allows),
+                                                  level: level, firstCharge: 0, entriesPerLeaf: count), &state)
                 } catch {
                     throw .visitor(error)
                 }
@@ -430,3 +659,58 @@ public struct PageTableWalker<Format: PageTableFormat, Memory: GuestMemory> {
 }
 
 extension PageTableWalker: Sendable where Format: Sendable, Memory: Sendable {}
+
+// The walk's state and groups are not generic, so a walk instantiates no type metadata for them.
+
+/// What one walk has left and has done, and the tables on its current path.
+@usableFromInline
+struct WalkState {
+    @usableFromInline var entriesLeft: Int
+    @usableFromInline var tablesLeft: Int
+    @usableFromInline var stats = WalkStatistics()
+    /// First and last byte of each table on the current path.
+    @usableFromInline var pathFirst = InlineArray<8, UInt64>(repeating: .max)
+    @usableFromInline var pathLast = InlineArray<8, UInt64>(repeating: 0)
+    @usableFromInline var depth = 0
+
+    @inlinable
+    init(entriesLeft: Int, tablesLeft: Int) {
+        self.entriesLeft = entriesLeft
+        self.tablesLeft = tablesLeft
+    }
+}
+
+/// `count` consecutive leaves of one table, size and permissions whose inputs and outputs
+/// both continue: one leaf of the entry-by-entry path, or a run the fast path took. The
+/// group's consumer charges its entries to the budget as it hands the leaves out.
+@usableFromInline
+struct WalkLeafGroup {
+    @usableFromInline var spanFirst: UInt64
+    /// The first input address of the first leaf (the group never crosses the halves of a
+    /// sign-extended space, so the others follow).
+    @usableFromInline var inputFirst: UInt64
+    @usableFromInline var leafShift: Int
+    @usableFromInline var count: Int
+    /// The output of the first leaf.
+    @usableFromInline var output: UInt64
+    @usableFromInline var permissions: Permissions
+    @usableFromInline var level: Int
+    /// Entries still to charge for the first leaf, and for each later one.
+    @usableFromInline var firstCharge: Int
+    @usableFromInline var entriesPerLeaf: Int
+
+    @inlinable
+    init(spanFirst: UInt64, inputFirst: UInt64, leafShift: Int, count: Int, output: UInt64, permissions: Permissions, level: Int,
+         firstCharge: Int, entriesPerLeaf: Int) {
+        self.spanFirst = spanFirst
+        self.inputFirst = inputFirst
+        self.leafShift = leafShift
+        self.count = count
+        self.output = output
+        self.permissions = permissions
+        self.level = level
+        self.firstCharge = firstCharge
+        self.entriesPerLeaf = entriesPerLeaf
+    }
+}
+

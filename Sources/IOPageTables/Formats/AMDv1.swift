@@ -85,4 +85,8 @@ public struct AMDv1: PageTableFormat {
     public func encodeTable(_ table: GuestPhysicalAddress, level: Int) -> UInt64 {
         (table.rawValue & Self.address) | Self.present | Self.readable | Self.writable | UInt64(level) << 9
     }
+
+    /// NextLevel-0 leaves of the level's default size (NL=7 runs are replicated, so the walker
+    /// takes them one by one); a carry out of bit 51 sets reserved bits.
+    public func leafRunStep(level: Int) -> UInt64 { level < 5 ? bit(itemShift(level: level)) : 0 }
 }

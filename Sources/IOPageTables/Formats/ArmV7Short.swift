@@ -93,4 +93,8 @@ public struct ArmV7Short: PageTableFormat {
     public func encodeTable(_ table: GuestPhysicalAddress, level: Int) -> UInt64 {
         (table.rawValue & 0xFFFF_FC00) | 1
     }
+
+    /// Small pages (b31:12) and sections (b31:20); large pages and supersections are
+    /// replicated. A 32-bit entry cannot carry past bit 31.
+    public func leafRunStep(level: Int) -> UInt64 { bit(itemShift(level: level)) }
 }

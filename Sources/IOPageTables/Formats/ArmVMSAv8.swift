@@ -204,4 +204,9 @@ public struct ArmVMSAv8: PageTableFormat {
     public func encodeTable(_ table: GuestPhysicalAddress, level: Int) -> UInt64 {
         packOutput(table.rawValue) | Self.valid | Self.tableOrPage
     }
+
+    /// OA[47:g] (LPA2: OA[49:12]) sits at its own bit position; pages and blocks, contiguous
+    /// or not (each item holds its own output). A carry out of the field sets reserved bits
+    /// 49:48, or (LPA2) wraps the output.
+    public func leafRunStep(level: Int) -> UInt64 { level <= topLevel ? bit(itemShift(level: level)) : 0 }
 }

@@ -114,4 +114,9 @@ public struct RISCVPageTable: PageTableFormat {
     public func encodeTable(_ table: GuestPhysicalAddress, level: Int) -> UInt64 {
         Self.valid | ((table.rawValue >> 12) & lowMask(44)) << 10
     }
+
+    /// PPN starts at bit 10: one item is `2^(itemShift - 2)` in the raw entry (Svnapot runs
+    /// are replicated, so the walker takes them one by one); a carry out of bit 53 sets
+    /// reserved bits.
+    public func leafRunStep(level: Int) -> UInt64 { bit(itemShift(level: level) - 2) }
 }

@@ -86,4 +86,8 @@ public struct VTdSecondStage: PageTableFormat {
     public func encodeTable(_ table: GuestPhysicalAddress, level: Int) -> UInt64 {
         (table.rawValue & Self.address) | Self.read | Self.write
     }
+
+    /// The address field starts at the leaf's own size (bit 12, 21 or 30); a carry out of bit
+    /// 51 lands in ignored bits but wraps the output, so the run stops there.
+    public func leafRunStep(level: Int) -> UInt64 { level <= 2 ? bit(itemShift(level: level)) : 0 }
 }

@@ -85,4 +85,7 @@ public struct X86FirstStage: PageTableFormat {
     public func encodeTable(_ table: GuestPhysicalAddress, level: Int) -> UInt64 {
         (table.rawValue & Self.address) | Self.present | Self.writable | Self.user | Self.accessed
     }
+
+    /// The address field from the leaf's own size (a large leaf's PAT bit 12 lies below it).
+    public func leafRunStep(level: Int) -> UInt64 { level <= 2 ? bit(itemShift(level: level)) : 0 }
 }
