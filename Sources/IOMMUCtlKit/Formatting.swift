@@ -140,7 +140,14 @@ extension BindingReport {
 }
 
 private func pad(_ s: String, _ width: Int) -> String { s.count >= width ? s : s + String(repeating: " ", count: width - s.count) }
-private func microseconds(_ us: Double) -> String { us < 10 ? "\((us * 10).rounded() / 10) µs" : "\(Int(us.rounded())) µs" }
+private func microseconds(_ us: Double) -> String {
+    us < 10 ? "\((us * 10).rounded() / 10) µs" : us < 10_000 ? "\(Int(us.rounded())) µs" : "\((us / 100).rounded() / 10) ms"
+}
+/// A DMAR fault record from "fault addr" on (the device is named on the line already).
+private func faultReason(_ record: String) -> String {
+    guard let at = record.firstRange(of: "fault addr") else { return record }
+    return String(record[at.lowerBound...])
+}
 private func byteCount(_ b: UInt64) -> String {
     b >= 1 << 20 && b % (1 << 20) == 0 ? "\(b >> 20) MiB" : b >= 1024 && b % 1024 == 0 ? "\(b >> 10) KiB" : "\(b) B"
 }
@@ -165,7 +172,7 @@ extension MirrorReport {
                    + (mapFile ? "mapped into the IOAS by IOMMU_IOAS_MAP_FILE" : "mapped by IOMMU_IOAS_MAP (no MAP_FILE here)")
                    + "; kernel: \(kernelBehaviour)")
         for t in targets {
-            out.append("  target \(t.name): " + (t.kind == "ioas" ? "IOAS \(t.ioas.map(String.init) ?? "?") for \(t.devices.joined(separator: ", "))" : "host \(hostTableFormat) page table"))
+            out.append("  target \(t.name): " + (t.kind == "ioas" ? "IOAS \(t.ioas.map(String.init) ?? "?") for \(t.devices.joined(separator: ", "))" : "host page table, \(hostTableFormat) (the translated table)"))
         }
         out.append("guest table:   " + guestTable.joined(separator: ", "))
         out.append("\(hostTableFormat) walked back: " + hostTable.joined(separator: ", ")
@@ -176,7 +183,7 @@ extension MirrorReport {
         out.append("guest change: " + changes.dropFirst().map { "\($0.change): \($0.status) (\($0.unmaps) unmap, \($0.maps) map, \($0.transientUnmaps) transient)" }.joined(separator: "; "))
         for r in refusedAfterUnmap {
             out.append("  DMA \(r.device) -> \(r.iova): " + (r.memoryUnchanged ? "refused, guest memory unchanged" : "REACHED MEMORY")
-                       + (r.fault.map { " (\($0))" } ?? ""))
+                       + (r.fault.map { " (DMAR: \(faultReason($0)))" } ?? ""))
         }
         for d in newMapping {
             out.append("  DMA \(d.device) \(d.transfer): \(d.bytes) bytes " + (d.equal ? "equal" : "DIFFERENT"))
