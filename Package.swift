@@ -63,7 +63,7 @@ let package = Package(
         // iommuctl: the command-line tool (probe, bind/unbind, check, and mirror: the main job,
         // device, IOMMU, requirement check and software mirroring with real DMA); its parsing,
         // formatting and sysfs logic live in IOMMUCtlKit so tests can reach them.
-        .target(name: "IOMMUCtlKit", dependencies: ["IOMMUCapabilities", "IOPageTables", "QEMUDevices"], swiftSettings: strict),
+        .target(name: "IOMMUCtlKit", dependencies: ["IOMMUCapabilities", "IOMMUMirror", "IOPageTables", "QEMUDevices", .product(name: "Histogram", package: "hdrhistogram-swift")], swiftSettings: strict),
         .executableTarget(
             name: "iommuctl",
             dependencies: ["IOMMUCtlKit", .product(name: "ArgumentParser", package: "swift-argument-parser")],

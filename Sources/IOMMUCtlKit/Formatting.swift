@@ -139,6 +139,19 @@ extension BindingReport {
     }
 }
 
+private func pad(_ s: String, _ width: Int) -> String { s.count >= width ? s : s + String(repeating: " ", count: width - s.count) }
+private func microseconds(_ us: Double) -> String {
+    us < 10 ? "\((us * 10).rounded() / 10) µs" : us < 10_000 ? "\(Int(us.rounded())) µs" : "\((us / 100).rounded() / 10) ms"
+}
+/// A DMAR fault record from "fault addr" on (the device is named on the line already).
+private func faultReason(_ record: String) -> String {
+    guard let at = record.firstRange(of: "fault addr") else { return record }
+    return String(record[at.lowerBound...])
+}
+private func byteCount(_ b: UInt64) -> String {
+    b >= 1 << 20 && b % (1 << 20) == 0 ? "\(b >> 20) MiB" : b >= 1024 && b % 1024 == 0 ? "\(b >> 10) KiB" : "\(b) B"
+}
+
 extension MirrorReport {
     /// The demo's readable account.
     public var text: String {
@@ -153,13 +166,39 @@ extension MirrorReport {
             out.append("  planner: \(d.assignment)")
         }
         out.append("")
-        out.append("== software mirroring with real DMA through the IOMMU (\(dmaDevice))")
-        out.append("guest table: \(leaves) leaves in \(tablesVisited) tables walked and mirrored in \(mirrorMicroseconds) µs")
-        for m in mappings { out.append("  IOVA \(m.iova) +\(m.length) -> guest memory \(m.guestAddress)") }
-        out.append("edu copied guest IOVA 0x100000 -> 0x201000: guest memory at 0x801000 reads \"\(arrived)\" "
-                   + "(\(dmaArrived ? "equal" : "DIFFERENT"))")
-        out.append("after the guest's unmap and invalidation: DMA to 0x100000 "
-                   + (dmaRefusedAfterUnmap ? "refused by the IOMMU, guest memory unchanged" : "REACHED MEMORY"))
+        out.append("== the mirror engine: guest VT-d table -> \(targets.count) targets (\(mirroredDevices.joined(separator: ", ")))")
+        out.append("IOAS: \(ioasDecision)")
+        out.append("guest RAM: \(guestRAMBytes >> 20) MiB memfd, "
+                   + (mapFile ? "mapped into the IOAS by IOMMU_IOAS_MAP_FILE" : "mapped by IOMMU_IOAS_MAP (no MAP_FILE here)")
+                   + "; kernel: \(kernelBehaviour)")
+        for t in targets {
+            out.append("  target \(t.name): " + (t.kind == "ioas" ? "IOAS \(t.ioas.map(String.init) ?? "?") for \(t.devices.joined(separator: ", "))" : "host page table, \(hostTableFormat) (the translated table)"))
+        }
+        out.append("guest table:   " + guestTable.joined(separator: ", "))
+        out.append("\(hostTableFormat) walked back: " + hostTable.joined(separator: ", ")
+                   + (hostTableMatches ? " (equal)" : " (DIFFERENT)"))
+        for d in dma {
+            out.append("edu DMA \(d.device): \(d.transfer), \(d.bytes) bytes " + (d.equal ? "equal" : "DIFFERENT"))
+        }
+        out.append("guest change: " + changes.dropFirst().map { "\($0.change): \($0.status) (\($0.unmaps) unmap, \($0.maps) map, \($0.transientUnmaps) transient)" }.joined(separator: "; "))
+        for r in refusedAfterUnmap {
+            out.append("  DMA \(r.device) -> \(r.iova): " + (r.memoryUnchanged ? "refused, guest memory unchanged" : "REACHED MEMORY")
+                       + (r.fault.map { " (DMAR: \(faultReason($0)))" } ?? ""))
+        }
+        for d in newMapping {
+            out.append("  DMA \(d.device) \(d.transfer): \(d.bytes) bytes " + (d.equal ? "equal" : "DIFFERENT"))
+        }
+        out.append("host table after the change: " + (hostTableMatchesAfterChange ? "equal to the guest's" : "DIFFERENT from the guest's"))
+        out.append("")
+        out.append("== metrics: \(metrics.changesIn) changes, \(metrics.changesRefused) refused, \(metrics.operationsElided) ops elided, "
+                   + "latency p50 \(microseconds(metrics.latencyP50Microseconds)) p99 \(microseconds(metrics.latencyP99Microseconds))")
+        out.append("  target   calls  maps  unmaps  mapped     unmapped   transient  failures")
+        for t in targets {
+            out.append("  " + [pad(t.name, 8), pad("\(t.calls)", 6), pad("\(t.maps)", 5), pad("\(t.unmaps)", 7),
+                               pad(byteCount(t.bytesMapped), 10), pad(byteCount(t.bytesUnmapped), 10), pad("\(t.transientUnmaps)", 10),
+                               "\(t.failures)"].joined(separator: " "))
+        }
+        out.append("invariants: " + (invariantViolations.isEmpty ? "clean" : invariantViolations.joined(separator: "; ")))
         return out.joined(separator: "\n")
     }
 }

@@ -195,10 +195,10 @@ struct Check: ParsableCommand {
 
 struct Mirror: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Mirror a guest's IO page table into an IOAS and prove it with real DMA (the edu device): the project's main job.")
+        abstract: "The mirror engine at work: a guest's VT-d table kept equal in the edu devices' IOAS and an AMD v1 host table, proved with real DMA, a guest change and the engine's metrics (the project's main job).")
 
     @OptionGroup var options: CommonOptions
-    @Option(help: ArgumentHelp("The edu device for the DMA (default: the first edu on vfio-pci).", valueName: "device"))
+    @Option(help: ArgumentHelp("Mirror for this edu device only (default: every edu on vfio-pci, one IOAS per planner group).", valueName: "device"))
     var device: String?
     @Option(help: ArgumentHelp("The iommufd device node.", valueName: "path")) var iommufd = "/dev/iommu"
 

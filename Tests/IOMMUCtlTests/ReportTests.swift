@@ -114,13 +114,44 @@ func qemuVTdAnswer() throws -> (RawHardwareInfo, HardwareInfoReport, HostIOMMUCa
             kernelRelease: "7.3.4", knownIOCTLs: 22, iommufdIOCTLs: 22, guest: "g",
             devices: [MirrorDeviceEntry(address: "0000:00:05.0", numaNode: nil, hardwareInfoType: "intelVTd",
                                         registers: ["cap": "0x1", "ecap": "0x2"], host: HostCapabilitiesEntry(vtd),
-                                        plan: "p", assignment: "starts group 0")],
-            dmaDevice: "0000:00:05.0", leaves: 2, tablesVisited: 4, mirrorMicroseconds: 50,
-            mappings: [MirroredMapping(iova: "0x100000", length: 4096, guestAddress: "0x300000")],
-            message: "m", arrived: "m", dmaArrived: true, dmaRefusedAfterUnmap: true)
+                                        plan: "p", assignment: "starts group 0"),
+                      MirrorDeviceEntry(address: "0000:81:00.0", numaNode: 1, hardwareInfoType: "intelVTd",
+                                        registers: [:], host: HostCapabilitiesEntry(vtd), plan: "p", assignment: "joins group 0")],
+            mirroredDevices: ["0000:00:05.0", "0000:81:00.0"], ioasLayout: "shared",
+            ioasDecision: "the planner put 0000:00:05.0 and 0000:81:00.0 in one group (same host IOMMU and plan): one shared IOAS",
+            kernelBehaviour: "k", mapFile: true, guestRAMBytes: 16 << 20,
+            guestTable: ["[0x2000000...0x2003fff] -> 0x10000 rw--"], hostTableFormat: "AMD v1, 4 levels",
+            hostTable: ["[0x2000000...0x2003fff] -> 0x10000 rw--"], hostTableMatches: true, hostTableMatchesAfterChange: true,
+            targets: [MirrorTargetEntry(name: "ioas", kind: "ioas", ioas: 3, devices: ["0000:00:05.0", "0000:81:00.0"], calls: 6,
+                                        maps: 5, unmaps: 1, bytesMapped: 2 << 20, bytesUnmapped: 16384, transientUnmaps: 1, failures: 0),
+                      MirrorTargetEntry(name: "amd-v1", kind: "page table", ioas: nil, devices: [], calls: 6, maps: 5, unmaps: 1,
+                                        bytesMapped: 4096, bytesUnmapped: 1000, transientUnmaps: 1, failures: 0)],
+            changes: [MirrorChangeEntry(change: "resync", status: "applied", maps: 2, unmaps: 0, transientUnmaps: 0),
+                      MirrorChangeEntry(change: "unmap + invalidate 0x2000000 +4096", status: "applied", maps: 1, unmaps: 1, transientUnmaps: 1)],
+            dma: [MirrorDMAEntry(device: "0000:00:05.0", transfer: "copy 0x2001000 -> 0x4001000", bytes: 4096, equal: true)],
+            refusedAfterUnmap: [MirrorRefusalEntry(device: "0000:00:05.0", iova: "0x2000000", memoryUnchanged: true, fault: "DMAR: [DMA Write NO_PASID] Request device [0000:00:05.0] fault addr 0x2000000 [fault reason 0x05] PTE Write access is not set"),
+                                MirrorRefusalEntry(device: "0000:81:00.0", iova: "0x2000000", memoryUnchanged: true, fault: nil)],
+            newMapping: [MirrorDMAEntry(device: "0000:00:05.0", transfer: "round trip 0x6000000", bytes: 4096, equal: true)],
+            metrics: MirrorMetricsEntry(changesIn: 3, changesRefused: 0, operationsElided: 1, leavesRefused: 0,
+                                        latencyP50Microseconds: 41.2, latencyP99Microseconds: 18_645),
+            invariantViolations: [])
         #expect(try JSONDecoder().decode(MirrorReport.self, from: Data(try encodeJSON(mirror).utf8)) == mirror)
-        #expect(mirror.text.contains("guest table: 2 leaves in 4 tables walked and mirrored in 50 µs"))
-        #expect(mirror.text.contains("  VT-d cap 0x1 ecap 0x2"))
-        #expect(mirror.text.contains("refused by the IOMMU, guest memory unchanged"))
+        let text = mirror.text
+        #expect(text.contains("  VT-d cap 0x1 ecap 0x2"))
+        #expect(text.contains("  planner: joins group 0"))
+        #expect(text.contains("IOAS: the planner put 0000:00:05.0 and 0000:81:00.0 in one group (same host IOMMU and plan): one shared IOAS"))
+        #expect(text.contains("guest RAM: 16 MiB memfd, mapped into the IOAS by IOMMU_IOAS_MAP_FILE"))
+        #expect(text.contains("  target ioas: IOAS 3 for 0000:00:05.0, 0000:81:00.0"))
+        #expect(text.contains("  target amd-v1: host page table, AMD v1, 4 levels (the translated table)"))
+        #expect(text.contains("AMD v1, 4 levels walked back: [0x2000000...0x2003fff] -> 0x10000 rw-- (equal)"))
+        #expect(text.contains("edu DMA 0000:00:05.0: copy 0x2001000 -> 0x4001000, 4096 bytes equal"))
+        #expect(text.contains("guest change: unmap + invalidate 0x2000000 +4096: applied (1 unmap, 1 map, 1 transient)"))
+        #expect(text.contains("  DMA 0000:00:05.0 -> 0x2000000: refused, guest memory unchanged (DMAR: fault addr 0x2000000 [fault reason 0x05] PTE Write access is not set)"))
+        #expect(text.contains("  DMA 0000:81:00.0 -> 0x2000000: refused, guest memory unchanged\n"))
+        #expect(text.contains("  DMA 0000:00:05.0 round trip 0x6000000: 4096 bytes equal"))
+        #expect(text.contains("== metrics: 3 changes, 0 refused, 1 ops elided, latency p50 41 µs p99 18.6 ms"))
+        #expect(text.contains("  ioas     6      5     1       2 MiB      16 KiB     1          0"))
+        #expect(text.contains("  amd-v1   6      5     1       4 KiB      1000 B     1          0"))
+        #expect(text.hasSuffix("invariants: clean"))
     }
 }

@@ -193,19 +193,76 @@ extension EduKernelTests {
             _ = held.device
         }
 
-        @Test func mirrorReportsTheDMAProof() throws {
+        /// `iommuctl mirror`: the engine mirrors a guest VT-d table into the edu IOAS (one shared
+        /// by both devices when the planner groups them) and an AMD v1 table; the report's claims
+        /// checked one by one.
+        @Test func mirrorReportsTheEngineAtWork() throws {
+            let edus = EduDevice.all().map(\.description)
             let r = try iommuctl(["mirror", "--json"])
             #expect(r.status == 0, "\(r.stderr)")
             let report = try decode(MirrorReport.self, r)
-            #expect(report.devices.map(\.address) == EduDevice.all().map(\.description))
+            #expect(report.devices.map(\.address) == edus)
             #expect(report.devices.allSatisfy { $0.hardwareInfoType == "intelVTd" && $0.plan.hasPrefix("software mirroring") })
-            #expect(report.leaves == 2 && report.mappings.map(\.iova) == ["0x100000", "0x200000"])
-            #expect(report.dmaArrived && report.arrived == report.message)
-            #expect(report.dmaRefusedAfterUnmap)
+            #expect(report.mirroredDevices == edus)
+            #expect(report.mapFile, "guest RAM is a memfd: the IOAS targets map it by IOMMU_IOAS_MAP_FILE")
+            // Both behind the one emulated VT-d: the planner makes one group, so one shared IOAS.
+            let ioas = report.targets.filter { $0.kind == "ioas" }
+            if report.ioasLayout == "shared" {
+                #expect(ioas.count == 1 && ioas.first?.devices == edus, "\(ioas)")
+                #expect(report.devices.map(\.assignment) == ["starts group 0", "joins group 0"])
+            } else {
+                #expect(ioas.count == edus.count && ioas.map(\.devices) == edus.map { [$0] }, "\(ioas)")
+            }
+            #expect(report.targets.count == ioas.count + 1 && report.targets.last?.kind == "page table")
+            checkMirrorClaims(report, devices: edus)
+
+            // One device: one IOAS target plus the host table.
+            let one = try #require(edus.last)
+            let single = try iommuctl(["mirror", "--device", one, "--json"])
+            #expect(single.status == 0, "\(single.stderr)")
+            let s = try decode(MirrorReport.self, single)
+            #expect(s.mirroredDevices == [one] && s.targets.map(\.kind) == ["ioas", "page table"] && s.targets[0].devices == [one])
+            checkMirrorClaims(s, devices: [one])
+
             let text = try iommuctl(["mirror"])
-            #expect(text.status == 0)
-            #expect(text.stdout.contains("reads \"DMA through a mirrored guest IO page table\" (equal)"))
-            #expect(text.stdout.contains("refused by the IOMMU, guest memory unchanged"))
+            #expect(text.status == 0, "\(text.stderr)")
+            #expect(text.stdout.contains("IOAS: the planner put \(edus.joined(separator: " and ")) in one group"), "\(text.stdout)")
+            #expect(text.stdout.contains("mapped into the IOAS by IOMMU_IOAS_MAP_FILE"))
+            #expect(text.stdout.contains("walked back: [0x2000000...0x2003fff] -> 0x10000 rw--, [0x4000000...0x41fffff] -> 0x200000 rw-- (equal)"))
+            #expect(text.stdout.contains("-> 0x2000000: refused, guest memory unchanged (DMAR"))
+            #expect(text.stdout.contains("invariants: clean"))
+            print(text.stdout)
+        }
+
+        func checkMirrorClaims(_ report: MirrorReport, devices: [String], sourceLocation: SourceLocation = #_sourceLocation) {
+            // The guest's table and the AMD v1 table walked back: equal, before and after the change.
+            #expect(report.guestTable == ["[0x2000000...0x2003fff] -> 0x10000 rw--", "[0x4000000...0x41fffff] -> 0x200000 rw--"],
+                    sourceLocation: sourceLocation)
+            #expect(report.hostTable == report.guestTable && report.hostTableMatches && report.hostTableMatchesAfterChange,
+                    sourceLocation: sourceLocation)
+            // Resync: two areas (four contiguous leaves coalesce); the change: split and re-map, one new map.
+            #expect(report.changes.map(\.status) == ["applied", "applied", "applied"], sourceLocation: sourceLocation)
+            #expect(report.changes.map(\.maps) == [2, 1, 1] && report.changes.map(\.unmaps) == [0, 1, 0], sourceLocation: sourceLocation)
+            #expect(report.changes[1].transientUnmaps == 1, sourceLocation: sourceLocation)
+            // DMA through the mirror on every device, bytes equal.
+            #expect(report.dma.map(\.device) == devices && report.dma.allSatisfy { $0.equal && $0.bytes == 4096 }, sourceLocation: sourceLocation)
+            // After the guest's unmap: refused on every device (memory unchanged; VT-d logs the fault).
+            #expect(report.refusedAfterUnmap.map(\.device) == devices, sourceLocation: sourceLocation)
+            #expect(report.refusedAfterUnmap.allSatisfy { $0.memoryUnchanged && $0.iova == "0x2000000" }, sourceLocation: sourceLocation)
+            #expect(report.refusedAfterUnmap.allSatisfy { $0.fault?.contains("fault addr 0x2000000") == true }, "\(report.refusedAfterUnmap)",
+                    sourceLocation: sourceLocation)
+            // The guest's new mapping works on every device.
+            #expect(report.newMapping.map(\.device) == devices && report.newMapping.allSatisfy(\.equal), sourceLocation: sourceLocation)
+            // The engine's metrics: every target did the same work; elisions and latency recorded.
+            for t in report.targets {
+                #expect(t.maps == 4 && t.unmaps == 1 && t.transientUnmaps == 1 && t.failures == 0, "\(t)", sourceLocation: sourceLocation)
+                #expect(t.calls >= t.maps + t.unmaps && t.bytesMapped == (16 << 10) + (2 << 20) + (12 << 10) + 4096
+                        && t.bytesUnmapped == 16 << 10, "\(t)", sourceLocation: sourceLocation)
+            }
+            #expect(report.metrics.changesIn == 3 && report.metrics.changesRefused == 0, sourceLocation: sourceLocation)
+            #expect(report.metrics.latencyP50Microseconds > 0 && report.metrics.latencyP99Microseconds >= report.metrics.latencyP50Microseconds,
+                    sourceLocation: sourceLocation)
+            #expect(report.invariantViolations.isEmpty, "\(report.invariantViolations)", sourceLocation: sourceLocation)
         }
     }
 }
