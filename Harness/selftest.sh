@@ -2,7 +2,8 @@
 # Checks of Harness/run-in-vm.sh itself, which the Swift suite cannot test: arguments and
 # environment reach the VM's command unchanged (the VM's /bin/sh is dash, not bash), the
 # command's status comes back, and the work folder is removed on the no-boot (125) and
-# timeout (124) exits too. Two VM boots.
+# timeout (124) exits too, and a boot that hangs is tried once more. Four VM boots, two of
+# them stopped after a second.
 #   Harness/selftest.sh [--xunit FILE]
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -49,7 +50,16 @@ rc=$?
 check "no boot within the timeout exits 125" [ "$rc" -eq 125 ]
 check "no work folder left after exit 125" empty "$scratch/t1"
 
-# 3. A command that outlives the timeout, with room for a boot twice as slow as case 1's.
+# 3. A boot that does not reach init within HIL_BOOT_TIMEOUT is stopped and tried once more;
+#    when the second one does not either: 125, no work folder, no QEMU left running.
+mkdir -p "$scratch/t3"
+HIL_BOOT_TIMEOUT=1 TMPDIR=$scratch/t3 "$here/run-in-vm.sh" --timeout 60 -- true 2> "$scratch/t3.err"
+rc=$?
+check "a hung boot is tried again, then exits 125" [ "$rc" -eq 125 ]
+check "the second boot is announced" grep -q "booting it again" "$scratch/t3.err"
+check "no work folder left after the retried boot" empty "$scratch/t3"
+
+# 4. A command that outlives the timeout, with room for a boot twice as slow as case 1's.
 mkdir -p "$scratch/t2"
 TMPDIR=$scratch/t2 "$here/run-in-vm.sh" --timeout $((2 * boot + 5)) -- sleep 600 2>/dev/null
 rc=$?
