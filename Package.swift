@@ -55,7 +55,7 @@ let package = Package(
         // The mirror engine: a guest's IO address space kept equal in iommufd IOAS and host page tables.
         .target(
             name: "IOMMUMirror",
-            dependencies: ["IOMMUFD", "IOPageTables", .product(name: "Histogram", package: "hdrhistogram-swift")],
+            dependencies: ["IOMMUFD", "IOPageTables", "NUMA", .product(name: "Histogram", package: "hdrhistogram-swift")],
             swiftSettings: strict),
         // Drivers for QEMU's emulated test devices (the DMA device of the test VM).
         .target(name: "QEMUDevices", dependencies: ["IOMMUFD"], swiftSettings: strict),
@@ -84,7 +84,7 @@ let package = Package(
         .testTarget(
             name: "MirrorTests",
             dependencies: [
-                "IOMMUMirror", "IOMMUFD", "IOMMUFDModel", "IOPageTables", "TestSupport",
+                "IOMMUMirror", "IOMMUFD", "IOMMUFDModel", "IOPageTables", "NUMA", "TestSupport",
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
             ],
             swiftSettings: strict),

@@ -1,5 +1,6 @@
 public import IOMMUAddresses
 public import IOPageTables
+import NUMA
 
 /// One guest unit: everything one request-mode map, or one invalidation, put in place.
 /// Host areas never merge across units, so a guest unmap of what the guest mapped never cuts one.
@@ -72,6 +73,19 @@ public struct IOVAIntervalMap: RandomAccessCollection, Hashable, Sendable, Custo
     public init(capacity: Int = 0) {
         storage = []
         storage.reserveCapacity(capacity)
+    }
+
+    /// Writes every slot of the reserved storage once (first touch places its pages on the
+    /// calling thread's node) and returns the node of its first page, as the kernel reports it.
+    /// Only on an empty map; the map stays empty, its capacity kept.
+    mutating func prefault() -> NUMANode? {
+        precondition(isEmpty && head == 0, "prefault is for a new map")
+        let e = MirrorExtent(iova: try! IOVARange(first: IOVA(0), last: IOVA(0)), guestPhysical: GuestPhysicalAddress(0),
+                             permissions: .read, unit: MirrorUnit(rawValue: 0))
+        storage.append(contentsOf: repeatElement(e, count: Swift.max(storage.capacity, 1)))
+        let node = storage.withUnsafeBufferPointer { $0.baseAddress.flatMap { NUMANode.of(memory: $0) } }
+        storage.removeAll(keepingCapacity: true)
+        return node
     }
 
     public var startIndex: Int { 0 }

@@ -1,6 +1,7 @@
 public import IOMMUFD
 public import IOPageTables
 public import SystemPackage
+public import NUMA
 import Synchronization
 
 /// One host area to create, with everything any target needs to create it.
@@ -72,9 +73,14 @@ public protocol MirrorTarget: AnyObject, Sendable {
     /// What the target itself says it translates, when it can tell (a page table walked back),
     /// in IOVA order; `nil` when it cannot (an IOAS: no ioctl lists areas). For checks.
     func readBack() throws(MirrorTargetError) -> [MirrorRun]?
+    /// The NUMA node the target's calls should run on (its device's node, from sysfs); `nil`:
+    /// no preference. A worker of ``MirrorEngine/Execution/workers`` mode pins itself to it.
+    var node: NUMANode? { get }
 }
 
 extension MirrorTarget {
+    /// No preference.
+    public var node: NUMANode? { nil }
     /// Whether `range` lies inside one of ``usableRanges``.
     public func accepts(_ range: IOVARange) -> Bool { usableRanges.contains { $0.contains(range) } }
 }
@@ -104,16 +110,20 @@ public final class IOASTarget: MirrorTarget {
     }
 
     public let fanOut: FanOut
+    /// The node of the device behind this IOAS (`PCIAddress.numaNode()`), if known.
+    public let node: NUMANode?
 
     /// A target over `ioas` of `context`, with its usable ranges read now.
     ///
     /// With `fanOut: .copy` the engine creates an area here by `IOMMU_IOAS_COPY` from the first
     /// earlier IOAS target of the same context that is in service and holds exactly that area
-    /// (``MirrorMapping/copySource``); otherwise by a map.
+    /// (``MirrorMapping/copySource``); otherwise by a map. `node` (the device's, say
+    /// `PCIAddress.numaNode().map(NUMANode.init)`) is where a worker-mode engine runs its calls.
     /// - Throws: ``IOMMUFDError`` of `IOMMU_IOAS_IOVA_RANGES`.
     public init(name: String, context: SharedIOMMUFDContext, ioas: IOASID, behaviour: KernelBehaviour,
-                fanOut: FanOut = .map) throws(IOMMUFDError) {
+                fanOut: FanOut = .map, node: NUMANode? = nil) throws(IOMMUFDError) {
         self.name = name
+        self.node = node
         self.context = context
         self.ioas = ioas
         self.behaviour = behaviour

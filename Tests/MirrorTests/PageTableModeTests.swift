@@ -159,9 +159,10 @@ struct PageOracle {
     }
 
     static func engine<F: PageTableFormat>(_ ram: TestRAM, _ t: ModelTargets, _ guest: GuestTable<F>,
-                                           coalescing: MirrorEngine.CoalescingPolicy = .perUnit) throws -> MirrorEngine {
+                                           coalescing: MirrorEngine.CoalescingPolicy = .perUnit,
+                                           execution: MirrorEngine.Execution = .sequential) throws -> MirrorEngine {
         try MirrorEngine(mode: .pageTable(guest.builder.format, root: guest.root), memory: ram.ram, targets: t.all,
-                         configuration: .init(space: space, coalescing: coalescing))
+                         configuration: .init(space: space, coalescing: coalescing, execution: execution))
     }
 
     /// A guest-physical address for a leaf of `size`: in one of the three regions, across the
@@ -181,6 +182,19 @@ struct PageOracle {
         var rng = SplitMix64(seed: 0x9A6E + seed)
         var (ram, t, guest) = try setUp(format, host: host)
         var engine = try Self.engine(ram, t, guest, coalescing: coalescing)
+        // The same stream in worker mode over its own targets (the guest table is shared: the
+        // engines only read it) must report the same after every batch.
+        let t2 = try ModelTargets { try PageTableTarget(name: "host-table", format: host) }
+        var twin = try Self.engine(ram, t2, guest, coalescing: coalescing, execution: .workers)
+        var twinResult = MirrorBatchResult(capacity: 16)
+        var rolledBackOnce = false
+        func applyBoth(_ engine: inout MirrorEngine, _ twin: inout MirrorEngine, _ result: inout MirrorBatchResult,
+                       _ twinResult: inout MirrorBatchResult, _ batch: MirrorBatch) {
+            engine.apply(batch, into: &result)
+            twin.apply(batch, into: &twinResult)
+            if result.rolledBack { rolledBackOnce = true }
+            expectSameAsTwin(engine, result, t, twin, twinResult, t2, allMetrics: !rolledBackOnce)
+        }
         var oracle = PageOracle(ram: ram, strict: coalescing == .strict, expressible: { host.canExpress($0) && format.canExpress($0) })
         var batch = MirrorBatch(capacity: 16)
         var result = MirrorBatchResult(capacity: 16)
@@ -226,9 +240,11 @@ struct PageOracle {
             let maps = t.mapCalls, unmaps = t.unmapCalls
             if inject && rng.chance(40) {
                 let requests: [IoctlRequest] = [.ioasMap, .ioasUnmap]
-                t.model.injectFailure(.noMemory, for: requests[Int(rng.below(2))], count: 1 + Int(rng.below(2)))
+                let (request, count) = (requests[Int(rng.below(2))], 1 + Int(rng.below(2)))
+                t.model.injectFailure(.noMemory, for: request, count: count)
+                t2.model.injectFailure(.noMemory, for: request, count: count)
             }
-            engine.apply(batch, into: &result)
+            applyBoth(&engine, &twin, &result, &twinResult, batch)
             if inject {
                 var tries = 0
                 while result.rolledBack && tries < 8 {
@@ -240,17 +256,20 @@ struct PageOracle {
                     // view by hand, then put it back.
                     for k in 0..<2 where result.targets[k].state == .rollbackFailed {
                         #expect(engine.quarantined[k])
-                        _ = try? t.context.iommufd.unmapAll(from: t.ioas[k])
-                        for e in engine.shadow {
-                            let r = try #require(ram.region(of: e.guestPhysical.rawValue))
-                            let host = try HostRange(base: HostAddress(r.host + (e.guestPhysical.rawValue - r.first)), length: e.length)
-                            _ = try t.context.iommufd.map(host, into: t.ioas[k], at: e.iova.first,
-                                           access: e.permissions.contains(.write) ? [.readable, .writeable] : [.readable])
+                        for m in [t, t2] {
+                            _ = try? m.context.iommufd.unmapAll(from: m.ioas[k])
+                            for e in engine.shadow {
+                                let r = try #require(ram.region(of: e.guestPhysical.rawValue))
+                                let host = try HostRange(base: HostAddress(r.host + (e.guestPhysical.rawValue - r.first)), length: e.length)
+                                _ = try m.context.iommufd.map(host, into: m.ioas[k], at: e.iova.first,
+                                               access: e.permissions.contains(.write) ? [.readable, .writeable] : [.readable])
+                            }
                         }
                         engine.restore(target: k)
+                        twin.restore(target: k)
                         rebuilt += 1
                     }
-                    engine.apply(batch, into: &result)
+                    applyBoth(&engine, &twin, &result, &twinResult, batch)
                     tries += 1
                 }
                 #expect(!result.rolledBack && !engine.quarantined.contains(true), "\(result.targets)")

@@ -61,9 +61,10 @@ struct RequestReference {
     static let layout: [(gpa: UInt64, bytes: Int)] = [(0, 1 << 20), (1 << 20, 1 << 20), (4 << 20, 1 << 20)]
     static let space = try! IOVARange(first: IOVA(0), last: IOVA(0xFFFF_FFFF))
 
-    static func makeEngine(_ ram: TestRAM, _ t: ModelTargets, failure: MirrorEngine.FailurePolicy = .rollback) throws -> MirrorEngine {
+    static func makeEngine(_ ram: TestRAM, _ t: ModelTargets, failure: MirrorEngine.FailurePolicy = .rollback,
+                           execution: MirrorEngine.Execution = .sequential) throws -> MirrorEngine {
         try MirrorEngine(mode: .requests, memory: ram.ram, targets: t.all,
-                         configuration: .init(space: space, granule: .size4K, failure: failure))
+                         configuration: .init(space: space, granule: .size4K, failure: failure, execution: execution))
     }
 
     static func x86Table() throws -> any MirrorTarget {
@@ -90,6 +91,10 @@ struct RequestReference {
         let ram = try TestRAM(Self.layout, memfdLast: true)
         let t = try ModelTargets(pageTable: Self.x86Table)
         var engine = try Self.makeEngine(ram, t)
+        // The same stream in worker mode, on its own targets, must give the same everything.
+        let t2 = try ModelTargets(pageTable: Self.x86Table)
+        var twin = try Self.makeEngine(ram, t2, execution: .workers)
+        var twinResult = MirrorBatchResult(capacity: 8)
         var ref = RequestReference(ram: ram, space: 0...0xFFFF_FFFF, tableExpresses: { $0.contains(.read) })
         var batch = MirrorBatch(capacity: 8)
         var result = MirrorBatchResult(capacity: 8)
@@ -115,6 +120,9 @@ struct RequestReference {
             }
             let mapsBefore = t.mapCalls, unmapsBefore = t.unmapCalls
             engine.apply(batch, into: &result)
+            twin.apply(batch, into: &twinResult)
+            expectSameAsTwin(engine, result, t, twin, twinResult, t2, allMetrics: true)
+            #expect(try t2.pageTable.readBack() == t.pageTable.readBack())
             for (k, e) in expected.enumerated() {
                 let got = result.changes[k]
                 switch e {
@@ -143,6 +151,10 @@ struct RequestReference {
         let ram = try TestRAM(Self.layout, memfdLast: true)
         let t = try ModelTargets(pageTable: Self.x86Table)
         var engine = try Self.makeEngine(ram, t, failure: policy)
+        let t2 = try ModelTargets(pageTable: Self.x86Table)
+        var twin = try Self.makeEngine(ram, t2, failure: policy, execution: .workers)
+        var twinResult = MirrorBatchResult(capacity: 8)
+        var rolledBackOnce = false
         var ref = RequestReference(ram: ram, space: 0...0xFFFF_FFFF, tableExpresses: { $0.contains(.read) })
         var batch = MirrorBatch(capacity: 8)
         var result = MirrorBatchResult(capacity: 8)
@@ -164,9 +176,14 @@ struct RequestReference {
             if rng.chance(30) {
                 let requests: [IoctlRequest] = [.ioasMap, .ioasMapFile, .ioasUnmap]
                 let errnos: [Errno] = [.ioError, .noMemory, .resourceBusy]
-                t.model.injectFailure(errnos[Int(rng.below(3))], for: requests[Int(rng.below(3))], count: 1 + Int(rng.below(3)))
+                let (errno, request, count) = (errnos[Int(rng.below(3))], requests[Int(rng.below(3))], 1 + Int(rng.below(3)))
+                t.model.injectFailure(errno, for: request, count: count)
+                t2.model.injectFailure(errno, for: request, count: count)
             }
             engine.apply(batch, into: &result)
+            twin.apply(batch, into: &twinResult)
+            if result.rolledBack { rolledBackOnce = true }
+            expectSameAsTwin(engine, result, t, twin, twinResult, t2, allMetrics: !rolledBackOnce)
             let failed = result.targets.contains { $0.failure != nil }
             if failed { failuresSeen += 1 }
             // Whatever happened, each IOAS holds exactly what the engine says it holds.
