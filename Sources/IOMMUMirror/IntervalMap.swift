@@ -78,14 +78,15 @@ public struct IOVAIntervalMap: RandomAccessCollection, Hashable, Sendable, Custo
     /// Writes every slot of the reserved storage once (first touch places its pages on the
     /// calling thread's node) and returns the node of its first page, as the kernel reports it.
     /// Only on an empty map; the map stays empty, its capacity kept.
-    mutating func prefault() -> NUMANode? {
+    mutating func prefault(placingOn node: NUMANode? = nil) -> NUMANode? {
         precondition(isEmpty && head == 0, "prefault is for a new map")
         let e = MirrorExtent(iova: try! IOVARange(first: IOVA(0), last: IOVA(0)), guestPhysical: GuestPhysicalAddress(0),
                              permissions: .read, unit: MirrorUnit(rawValue: 0))
         storage.append(contentsOf: repeatElement(e, count: Swift.max(storage.capacity, 1)))
-        let node = storage.withUnsafeBufferPointer { $0.baseAddress.flatMap { NUMANode.of(memory: $0) } }
+        if let node { storage.withUnsafeBytes { _ = node.place($0) } }
+        let found = storage.withUnsafeBufferPointer { $0.baseAddress.flatMap { NUMANode.of(memory: $0) } }
         storage.removeAll(keepingCapacity: true)
-        return node
+        return found
     }
 
     public var startIndex: Int { 0 }

@@ -108,6 +108,9 @@ final class Lane: @unchecked Sendable {
         marks.reserveCapacity(capacity)
         if prefault {
             journal.append(contentsOf: repeatElement(.root(GuestPhysicalAddress(0)), count: journal.capacity))
+            // First touch places fresh pages, but malloc may hand back pages touched on another
+            // node: a pinned lane moves them to its node.
+            if pinned, let node { journal.withUnsafeBytes { _ = node.place($0) } }
             journalNode = journal.withUnsafeBufferPointer { $0.baseAddress.flatMap { NUMANode.of(memory: $0) } }
             journal.removeAll(keepingCapacity: true)
         }
@@ -116,7 +119,7 @@ final class Lane: @unchecked Sendable {
         guard prefault else { return }
         for t in members {
             var s = IOVAIntervalMap(capacity: capacity)
-            shadowNodes.append(s.prefault())
+            shadowNodes.append(s.prefault(placingOn: pinned ? node : nil))
             shadows[t] = s
         }
     }

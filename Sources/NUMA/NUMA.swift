@@ -64,6 +64,25 @@ public struct NUMANode: RawRepresentable, Hashable, Comparable, Sendable, Custom
     }
 }
 
+extension NUMANode {
+    /// Moves every page of `buffer` that is faulted in onto this node (`move_pages` with
+    /// `MPOL_MF_MOVE`), for memory a thread touched before it was pinned or that `malloc` handed
+    /// back from pages first touched elsewhere. Returns the node of the buffer's first page
+    /// afterwards, as the kernel reports it; `nil` without NUMA.
+    @discardableResult
+    public func place(_ buffer: UnsafeRawBufferPointer) -> NUMANode? {
+        guard Self.isAvailable, let base = buffer.baseAddress, buffer.count > 0 else { return nil }
+        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
+        let first = UInt(bitPattern: base) & ~UInt(page - 1)
+        let last = (UInt(bitPattern: base) + UInt(buffer.count) - 1) & ~UInt(page - 1)
+        var pages: [UnsafeMutableRawPointer?] = stride(from: first, through: last, by: page).map { UnsafeMutableRawPointer(bitPattern: $0) }
+        var nodes = [Int32](repeating: rawValue, count: pages.count)
+        var status = [Int32](repeating: 0, count: pages.count)
+        _ = numa_move_pages(0, UInt(pages.count), &pages, &nodes, &status, 2 /* MPOL_MF_MOVE */)
+        return Self.of(memory: base)
+    }
+}
+
 /// A failure of a NUMA placement call, with the `errno` libnuma left.
 public struct NUMAError: Error, Hashable, Sendable, CustomStringConvertible {
     /// The call that failed (`numa_run_on_node`, `numa_alloc_onnode`).

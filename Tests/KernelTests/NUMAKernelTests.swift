@@ -24,4 +24,18 @@ struct NUMAKernelTests {
         #expect(NUMANode.of(memory: zero.base) == NUMANode(0))
         print("pinned to CPU \(NUMANode.current.cpu) on \(NUMANode.current.node); buffers on \(NUMANode.of(memory: buffer.base).map(String.init(describing:)) ?? "?") and \(NUMANode.of(memory: zero.base).map(String.init(describing:)) ?? "?")")
     }
+
+    @Test func placeMovesTouchedPagesToTheNode() throws {
+        try NUMANode(0).pinCurrentThread()
+        defer { try? NUMANode(1).pinCurrentThread() }
+        let bytes = UnsafeMutableRawBufferPointer.allocate(byteCount: 64 << 10, alignment: 4096)
+        defer { bytes.deallocate() }
+        bytes.initializeMemory(as: UInt8.self, repeating: 7)
+        // malloc may hand back pages first touched on either node: place them one way, then back.
+        #expect(NUMANode(0).place(UnsafeRawBufferPointer(bytes)) == NUMANode(0))
+        #expect(NUMANode.of(memory: bytes.baseAddress! + (60 << 10)) == NUMANode(0))
+        #expect(NUMANode(1).place(UnsafeRawBufferPointer(bytes)) == NUMANode(1))
+        #expect(NUMANode.of(memory: bytes.baseAddress! + (60 << 10)) == NUMANode(1))
+        #expect(bytes.allSatisfy { $0 == 7 }, "moving pages keeps their bytes")
+    }
 }
