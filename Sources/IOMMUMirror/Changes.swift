@@ -44,7 +44,9 @@ public enum MirrorRefusal: Error, Hashable, Sendable, CustomStringConvertible {
     case wouldSplit(IOVARange)
     /// Rights no host mapping (target `nil`) or this target can carry.
     case permissionsNotExpressible(Permissions, target: Int?)
-    /// The guest's table is malformed; the walked range is unmapped everywhere (fail closed).
+    /// The guest's table is malformed (the first such entry of the change): every target's
+    /// areas over what that entry would translate are unmapped (fail closed), the rest kept;
+    /// an exhausted walk budget unmaps the whole range.
     case guestTableFault(PageTableFault)
     /// A new region overlapping the region at this address.
     case regionOverlaps(GuestPhysicalAddress)

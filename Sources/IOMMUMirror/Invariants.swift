@@ -38,9 +38,13 @@ extension MirrorEngine {
             }
         }
         if case .pageTable(let format, let root) = mode {
-            var leaves: [GuestLeaf] = []
+            // Leaf by leaf (the engine walks runs), malformed entries skipped as the engine does.
+            var leaves: [GuestTranslation] = []
             var fault: PageTableFault?
-            do { try walkGuestTable(format, memory: memory, root: root, range: configuration.space) { leaves.append($0) } } catch {
+            do {
+                try visitGuestTable(format, memory: memory, root: root, range: configuration.space, perLeaf: true,
+                                    fault: { _ in }) { leaves.append($0) }
+            } catch {
                 fault = error
             }
             var guest: [MirrorExtent] = []

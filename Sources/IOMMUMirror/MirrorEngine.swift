@@ -402,7 +402,7 @@ public struct MirrorEngine: ~Copyable {
             return MirrorChangeOutcome(status: .unchanged)
         }
         var outcome = MirrorChangeOutcome(status: .applied)
-        var walked: [GuestLeaf] = []
+        var walked: [GuestTranslation] = []
         var desired: [MirrorExtent] = []
         var toMap: [MirrorExtent] = []
         swap(&walked, &scratch.walked)
@@ -413,36 +413,62 @@ public struct MirrorEngine: ~Copyable {
             swap(&desired, &scratch.desired)
             swap(&toMap, &scratch.toMap)
         }
+        let perLeaf = configuration.coalescing == .strict
 
-        // 1. The guest's leaves over the range, widened until it holds whole leaves.
+        // 1. The guest's translations over the range (maximal runs; leaves under the strict
+        // policy), widened until it holds whole leaves and the whole span of every malformed
+        // entry. A malformed entry is skipped: what it would translate stays unmapped in every
+        // target (fail closed), its neighbours are kept. An exhausted budget empties the range.
+        var faults = 0
         for _ in 0..<8 {
             walked.removeAll(keepingCapacity: true)
+            faults = 0
+            outcome.refusal = nil
+            var lo = range.first, hi = range.last
             do {
-                try walkGuestTable(format, memory: memory, root: root, range: range) { walked.append($0) }
+                try visitGuestTable(format, memory: memory, root: root, range: range, perLeaf: perLeaf, fault: { f in
+                    faults += 1
+                    if outcome.refusal == nil { outcome.refusal = .guestTableFault(f) }
+                    let span = untranslatedSpan(of: f, in: format)
+                    lo = min(lo, span.first)
+                    hi = max(hi, span.last)
+                }) { walked.append($0) }
             } catch {
-                // Fail closed: nothing in the walked range stays mapped.
                 walked.removeAll(keepingCapacity: true)
                 outcome.refusal = .guestTableFault(error)
-                outcome.refusedLeaves += 1
+                faults = 1
                 break
             }
-            guard let first = walked.first?.iova.first, let last = walked.last?.iova.last,
-                  first < range.first || last > range.last else { break }
-            range = try! IOVARange(first: min(first, range.first), last: max(last, range.last))
+            if let first = walked.first?.iova.first { lo = min(lo, first) }
+            if let last = walked.last?.iova.last { hi = max(hi, last) }
+            guard lo < range.first || hi > range.last else { break }
+            range = try! IOVARange(first: lo, last: hi)
         }
+        outcome.refusedLeaves += faults
 
-        // 2. What the targets should hold there: the leaves a host can map, split at regions.
+        // 2. What the targets should hold there: the translations a host can map, split at
+        // regions. A run that fails a check is taken again leaf by leaf, so only its bad
+        // leaves are refused.
         let unit = MirrorUnit(rawValue: nextUnit)
         desired.removeAll(keepingCapacity: true)
-        for leaf in walked {
-            let granted = leaf.permissions.intersection(.readWrite)
+        for t in walked {
+            let granted = t.permissions.intersection(.readWrite)
             if granted.isEmpty { continue }
-            var refusal = checkIOVA(leaf.iova)
-            if refusal == nil, case .failure(let r) = hostPermissions(granted) { refusal = r }
-            if refusal == nil { refusal = appendPieces(leaf.iova, leaf.output, granted, unit: unit, into: &desired) }
-            if let refusal {
-                outcome.refusedLeaves += 1
-                if outcome.refusal == nil { outcome.refusal = refusal }
+            if perLeaf {
+                addDesired(t, granted, unit: unit, into: &desired, outcome: &outcome)
+            } else if desiredCheck(t, granted, unit: unit, into: &desired) != nil {
+                do {
+                    try visitGuestTable(format, memory: memory, root: root, range: t.iova, perLeaf: true, fault: { f in
+                        outcome.refusedLeaves += 1
+                        if outcome.refusal == nil { outcome.refusal = .guestTableFault(f) }
+                    }) { leaf in
+                        let g = leaf.permissions.intersection(.readWrite)
+                        if !g.isEmpty { addDesired(leaf, g, unit: unit, into: &desired, outcome: &outcome) }
+                    }
+                } catch {
+                    outcome.refusedLeaves += 1
+                    if outcome.refusal == nil { outcome.refusal = .guestTableFault(error) }
+                }
             }
         }
         metrics.leavesRefused += outcome.refusedLeaves
@@ -532,6 +558,24 @@ public struct MirrorEngine: ~Copyable {
         }
         nextUnit += 1
         return outcome
+    }
+
+    /// Appends the pieces of guest translation `t` with host rights `granted` to `desired`;
+    /// the refusal (nothing appended) when it lies outside the space or a target's ranges, a
+    /// target cannot express the rights, or a byte is not guest RAM.
+    func desiredCheck(_ t: GuestTranslation, _ granted: Permissions, unit: MirrorUnit,
+                      into desired: inout [MirrorExtent]) -> MirrorRefusal? {
+        if let refusal = checkIOVA(t.iova) { return refusal }
+        if case .failure(let r) = hostPermissions(granted) { return r }
+        return appendPieces(t.iova, t.output, granted, unit: unit, into: &desired)
+    }
+
+    /// ``desiredCheck(_:_:unit:into:)`` for one leaf, its refusal counted in `outcome`.
+    func addDesired(_ leaf: GuestTranslation, _ granted: Permissions, unit: MirrorUnit,
+                    into desired: inout [MirrorExtent], outcome: inout MirrorChangeOutcome) {
+        guard let refusal = desiredCheck(leaf, granted, unit: unit, into: &desired) else { return }
+        outcome.refusedLeaves += 1
+        if outcome.refusal == nil { outcome.refusal = refusal }
     }
 
     /// Appends `e`, merged into the last area when the policy allows it.
@@ -708,7 +752,7 @@ enum JournalEntry {
 struct Scratch {
     var removed: [Int] = []
     var toMap: [MirrorExtent] = []
-    var walked: [GuestLeaf] = []
+    var walked: [GuestTranslation] = []
     var desired: [MirrorExtent] = []
     var keptRanges: [IOVARange] = []
     var journal: [JournalEntry] = []

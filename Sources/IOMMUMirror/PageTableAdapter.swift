@@ -5,23 +5,56 @@ public import IOMMUAddresses
 public import IOPageTables
 import Synchronization
 
-/// One leaf of the guest's table as the engine sees it.
-struct GuestLeaf {
+/// One translation of the guest's table as the engine sees it: a leaf, or a maximal run of
+/// leaves whose inputs and outputs continue with equal rights.
+struct GuestTranslation {
     var iova: IOVARange
     var output: GuestPhysicalAddress
     var permissions: Permissions
 }
 
-/// Visits every leaf of the guest's table at `root` that intersects `range`, in IOVA order,
-/// huge leaves whole; stops at the first malformed entry.
-/// - Throws: the first ``PageTableFault`` (leaves before it were visited).
+/// Visits the translations of the guest's table at `root` that intersect `range`, in IOVA
+/// order, huge leaves whole: maximal runs (one call per run, the walker's fast path), or each
+/// leaf when `perLeaf`. A malformed entry goes to `fault` and is skipped: nothing it would
+/// translate is visited, and the walk goes on after it.
+/// - Throws: the ``PageTableFault`` of an exhausted budget (what came before was visited).
 @inline(__always)
-func walkGuestTable(_ format: some PageTableFormat, memory: GuestRAM, root: GuestPhysicalAddress, range: IOVARange,
-                    visit: (GuestLeaf) -> Void) throws(PageTableFault) {
+func visitGuestTable(_ format: some PageTableFormat, memory: GuestRAM, root: GuestPhysicalAddress, range: IOVARange,
+                     perLeaf: Bool, fault: (PageTableFault) -> Void, visit: (GuestTranslation) -> Void) throws(PageTableFault) {
     let walker = PageTableWalker(format: format, memory: memory, root: root)
-    try walker.walk(range) { leaf in
-        visit(GuestLeaf(iova: leaf.input, output: leaf.output, permissions: leaf.permissions))
+    let onFault = { (f: PageTableFault) throws(Never) -> WalkControl in
+        fault(f)
+        return .continue
     }
+    do {
+        if perLeaf {
+            try walker.visitLeaves(range, skippingFaults: onFault) { (leaf: LeafExtent) throws(Never) -> WalkControl in
+                visit(GuestTranslation(iova: leaf.input, output: leaf.output, permissions: leaf.permissions))
+                return .continue
+            }
+        } else {
+            try walker.visitRuns(range, skippingFaults: onFault) { (run: TranslationRun) throws(Never) -> WalkControl in
+                visit(GuestTranslation(iova: run.input, output: run.output, permissions: run.permissions))
+                return .continue
+            }
+        }
+    } catch {
+        switch error {
+        case .fault(let f): throw f
+        case .visitor(let never): switch never {}
+        }
+    }
+}
+
+/// The input addresses a skipped malformed entry leaves untranslated: the entry's span, or for
+/// a table refused whole (not guest memory), the span of that table.
+func untranslatedSpan(of fault: PageTableFault, in format: some PageTableFormat) -> IOVARange {
+    var shift = format.itemShift(level: fault.level)
+    if fault.reason == .outsideGuestMemory { shift += format.indexBits(level: fault.level) }
+    guard shift < 64 else { return .all }
+    let mask = (UInt64(1) << UInt64(shift)) &- 1
+    let first = fault.input.rawValue & ~mask
+    return try! IOVARange(first: IOVA(first), last: IOVA(first | mask))
 }
 
 /// The IOVA ranges a format translates.

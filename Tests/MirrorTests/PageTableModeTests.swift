@@ -336,7 +336,7 @@ struct PageOracle {
         }
     }
 
-    @Test("a malformed entry unmaps the walked range in every target (fail closed)")
+    @Test("a malformed leaf is unmapped in every target (fail closed)")
     func hostileTableFailsClosed() throws {
         var (ram, t, guest) = try Self.setUp(try VTdSecondStage(levels: 4), host: try AMDv1(levels: 4))
         var engine = try Self.engine(ram, t, guest)
