@@ -15,9 +15,11 @@ let package = Package(
         .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.2.0"),
     ],
     targets: [
+        // Measurements as JSON lines for the report (BENCH_JSON).
+        .target(name: "BenchRecord"),
         .executableTarget(
             name: "WalkBenchmark",
-            dependencies: [.product(name: "IOPageTables", package: rootPackage)]),
+            dependencies: ["BenchRecord", .product(name: "IOPageTables", package: rootPackage)]),
         // Allocations and instructions per map/unmap call, with a C floor: see call-cost.sh.
         .target(name: "CallCostFloor", dependencies: [.product(name: "IOMMUFD", package: rootPackage)]),
         .executableTarget(
@@ -27,7 +29,7 @@ let package = Package(
         // The mirror engine per change, against the null target, the model and the real kernel.
         .executableTarget(
             name: "MirrorBenchmark",
-            dependencies: ["CallCostFloor", .product(name: "IOMMUFD", package: rootPackage),
+            dependencies: ["BenchRecord", "CallCostFloor", .product(name: "IOMMUFD", package: rootPackage),
                            .product(name: "IOMMUFDModel", package: rootPackage),
                            .product(name: "IOMMUMirror", package: rootPackage),
                            .product(name: "IOPageTables", package: rootPackage),

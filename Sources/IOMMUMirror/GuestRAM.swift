@@ -51,22 +51,38 @@ public struct MirrorMemoryRegion: @unchecked Sendable, CustomStringConvertible {
 /// guest's IO page tables are read through (bounds-checked reads of this process's memory).
 public struct GuestRAM: GuestMemory, @unchecked Sendable {
     public private(set) var regions: [MirrorMemoryRegion]
+    /// Per region, its guest-physical range and host base: what lookups read, without copying
+    /// a region (and retaining its owner).
+    @usableFromInline private(set) var bounds: [GuestPhysicalRange]
+    @usableFromInline private(set) var hostBases: [UInt64]
 
     public init(capacity: Int = 8) {
         regions = []
         regions.reserveCapacity(capacity)
+        bounds = []
+        bounds.reserveCapacity(capacity)
+        hostBases = []
+        hostBases.reserveCapacity(capacity)
+    }
+
+    /// The guest-physical range of region `i`.
+    @inlinable func range(ofRegion i: Int) -> GuestPhysicalRange { bounds[i] }
+
+    /// The host address of `address` in region `i`, which must hold it.
+    @inlinable func host(of address: GuestPhysicalAddress, inRegion i: Int) -> HostAddress {
+        HostAddress(hostBases[i] &+ (address.rawValue &- bounds[i].first.rawValue))
     }
 
     /// The index of the region holding `address`, if any.
     @inlinable
     public func regionIndex(containing address: GuestPhysicalAddress) -> Int? {
-        regions.withUnsafeBufferPointer { r -> Int? in
+        bounds.withUnsafeBufferPointer { r -> Int? in
             var lo = 0, hi = r.count
             while lo < hi {
                 let mid = (lo + hi) / 2
-                if r[mid].guestPhysical.last < address { lo = mid + 1 } else { hi = mid }
+                if r[mid].last < address { lo = mid + 1 } else { hi = mid }
             }
-            return lo < r.count && r[lo].guestPhysical.first <= address ? lo : nil
+            return lo < r.count && r[lo].first <= address ? lo : nil
         }
     }
 
@@ -75,7 +91,7 @@ public struct GuestRAM: GuestMemory, @unchecked Sendable {
         var cursor = range.first
         while true {
             guard let i = regionIndex(containing: cursor) else { return false }
-            let last = regions[i].guestPhysical.last
+            let last = bounds[i].last
             if last >= range.last { return true }
             cursor = last.advanced(by: 1)!
         }
@@ -92,6 +108,8 @@ public struct GuestRAM: GuestMemory, @unchecked Sendable {
         if let other = overlappingRegion(region.guestPhysical) { throw .regionOverlaps(other) }
         let i = regions.firstIndex { $0.guestPhysical.first > region.guestPhysical.first } ?? regions.count
         regions.insert(region, at: i)
+        bounds.insert(region.guestPhysical, at: i)
+        hostBases.insert(region.host.rawValue, at: i)
     }
 
     /// Removes and returns the region starting at `base`.
@@ -99,16 +117,25 @@ public struct GuestRAM: GuestMemory, @unchecked Sendable {
     @discardableResult
     public mutating func remove(base: GuestPhysicalAddress) throws(MirrorRefusal) -> MirrorMemoryRegion {
         guard let i = regions.firstIndex(where: { $0.guestPhysical.first == base }) else { throw .unknownRegion(base) }
+        bounds.remove(at: i)
+        hostBases.remove(at: i)
         return regions.remove(at: i)
     }
 
     @inlinable @inline(__always)
     func pointer(_ address: GuestPhysicalAddress, size: UInt64) -> UnsafeRawPointer? {
         guard let i = regionIndex(containing: address) else { return nil }
-        let r = regions[i]
         let (end, overflow) = address.rawValue.addingReportingOverflow(size - 1)
-        guard !overflow, end <= r.guestPhysical.last.rawValue else { return nil }
-        return UnsafeRawPointer(r.host(of: address).unsafePointer)
+        guard !overflow, end <= bounds[i].last.rawValue else { return nil }
+        return UnsafeRawPointer(host(of: address, inRegion: i).unsafePointer)
+    }
+
+    /// The bytes of `range` in place when it lies wholly inside one region, so the walker
+    /// scans a guest table from one pointer.
+    @inlinable
+    public func readableBytes(of range: GuestPhysicalRange) -> UnsafeRawPointer? {
+        guard let length = range.length else { return nil }
+        return pointer(range.first, size: length)
     }
 
     @inlinable

@@ -126,6 +126,11 @@ public struct IOVAIntervalMap: RandomAccessCollection, Hashable, Sendable, Custo
     /// Inserts `extent` in IOVA order.
     /// - Throws: ``IntervalMapError/overlaps(_:)`` (and changes nothing) when it overlaps an extent.
     public mutating func insert(_ extent: MirrorExtent) throws(IntervalMapError) {
+        // After the last extent (a sync in IOVA order): append.
+        if storage.last.map({ $0.iova.last < extent.iova.first }) ?? true, head == 0 || storage.count < storage.capacity {
+            storage.append(extent)
+            return
+        }
         let i = firstIndex(endingAtOrAbove: extent.iova.first)
         if i < endIndex, self[i].iova.first <= extent.iova.last { throw .overlaps(self[i]) }
         if head > 0 && i < endIndex / 2 {

@@ -102,6 +102,8 @@ public struct MirrorEngine: ~Copyable {
     var scratch: Scratch
     /// Per target that fans out by copy: the earlier IOAS target of its iommufd to copy from.
     let copySources: [(target: Int, ioas: IOASID)?]
+    /// Each target's ``MirrorTarget/usableRanges``, read once.
+    let usable: [[IOVARange]]
     /// The lanes that run each change's calls (threads in worker mode).
     let workers: WorkerPool
 
@@ -126,6 +128,7 @@ public struct MirrorEngine: ~Copyable {
             IOVAIntervalMap(capacity: configuration.execution == .sequential ? configuration.shadowCapacity : 0)
         }
         self.quarantined = targets.map { _ in false }
+        self.usable = targets.map(\.usableRanges)
         self.metrics = MirrorMetrics(targets: targets.count)
         self.scratch = Scratch(capacity: configuration.shadowCapacity)
         self.copySources = targets.indices.map { t -> (target: Int, ioas: IOASID)? in
@@ -162,6 +165,7 @@ public struct MirrorEngine: ~Copyable {
             result.targets.append(MirrorTargetOutcome(state: quarantined[t] ? .quarantined : .synced, appliedChanges: 0))
         }
         scratch.journal.removeAll(keepingCapacity: true)
+        scratch.removedRegions.removeAll(keepingCapacity: true)
         scratch.marks.removeAll(keepingCapacity: true)
         for lane in workers.lanes {
             lane.journal.removeAll(keepingCapacity: true)
@@ -280,7 +284,7 @@ public struct MirrorEngine: ~Copyable {
     /// Refuses an IOVA range outside the space or a target's usable ranges.
     func checkIOVA(_ range: IOVARange) -> MirrorRefusal? {
         guard configuration.space.contains(range) else { return .outsideSpace(range) }
-        for t in targets.indices where !quarantined[t] && !targets[t].accepts(range) {
+        for t in usable.indices where !quarantined[t] && !usable[t].contains(where: { $0.contains(range) }) {
             return .outsideTargetRange(target: t, range)
         }
         return nil
@@ -300,7 +304,7 @@ public struct MirrorEngine: ~Copyable {
                 list.removeSubrange(mark...)
                 return .outsideGuestMemory(g)
             }
-            let pieceLast = min(memory.regions[i].guestPhysical.last.rawValue - gpa.rawValue, length)
+            let pieceLast = min(memory.range(ofRegion: i).last.rawValue - gpa.rawValue, length)
             list.append(MirrorExtent(iova: try! IOVARange(first: IOVA(iova.first.rawValue + cursor), last: IOVA(iova.first.rawValue + pieceLast)),
                                      guestPhysical: g, permissions: p, unit: unit))
             if pieceLast == length { return nil }
@@ -677,7 +681,10 @@ public struct MirrorEngine: ~Copyable {
             if journaling { scratch.journal.append(.regionAdded(region.guestPhysical.first)) }
         case .removeRegion(let base):
             let region = try! memory.remove(base: base)
-            if journaling { scratch.journal.append(.regionRemoved(region)) }
+            if journaling {
+                scratch.removedRegions.append(region)
+                scratch.journal.append(.regionRemoved)
+            }
         case .setRoot(let newRoot):
             if case .pageTable(let f, let old) = mode {
                 mode = .pageTable(f, root: newRoot)
@@ -700,7 +707,7 @@ public struct MirrorEngine: ~Copyable {
                 case .shadowInserted(let e): shadow.remove(e)
                 case .shadowRemoved(let e): try! shadow.insert(e)
                 case .regionAdded(let base): _ = try! memory.remove(base: base)
-                case .regionRemoved(let region): try! memory.add(region)
+                case .regionRemoved: try! memory.add(scratch.removedRegions.removeLast())
                 case .root(let old):
                     if case .pageTable(let f, _) = mode { mode = .pageTable(f, root: old) }
                 case .mapped, .unmapped: break
@@ -744,7 +751,9 @@ enum JournalEntry {
     case shadowInserted(MirrorExtent)
     case shadowRemoved(MirrorExtent)
     case regionAdded(GuestPhysicalAddress)
-    case regionRemoved(MirrorMemoryRegion)
+    /// The newest of ``Scratch/removedRegions`` (kept apart, so that an entry holds no
+    /// reference and copies as plain bytes).
+    case regionRemoved
     case root(GuestPhysicalAddress)
 }
 
@@ -756,6 +765,8 @@ struct Scratch {
     var desired: [MirrorExtent] = []
     var keptRanges: [IOVARange] = []
     var journal: [JournalEntry] = []
+    /// The regions the batch removed, oldest first (``JournalEntry/regionRemoved``).
+    var removedRegions: [MirrorMemoryRegion] = []
     /// `marks[k]`: where change `k`'s entries begin in ``journal``.
     var marks: [Int] = []
 

@@ -18,6 +18,16 @@ public struct MirrorMapping: Hashable, Sendable {
     /// out by `IOMMU_IOAS_COPY` (set by the engine; `nil` otherwise).
     public var copySource: IOASID?
 
+    public init(iova: IOVARange, guestPhysical: GuestPhysicalAddress, host: HostAddress, file: MirrorFileBacking? = nil,
+                permissions: Permissions, copySource: IOASID? = nil) {
+        self.iova = iova
+        self.guestPhysical = guestPhysical
+        self.host = host
+        self.file = file
+        self.permissions = permissions
+        self.copySource = copySource
+    }
+
     public var length: UInt64 { iova.last.rawValue &- iova.first.rawValue &+ 1 }
 }
 
@@ -56,7 +66,7 @@ public struct MirrorTargetError: Error, Hashable, Sendable, CustomStringConverti
 public protocol MirrorTarget: AnyObject, Sendable {
     /// For reports.
     var name: String { get }
-    /// The IOVA ranges the target accepts, ascending.
+    /// The IOVA ranges the target accepts, ascending (read once, when an engine is set up).
     var usableRanges: [IOVARange] { get }
     /// Every IOVA and length must be a multiple of this.
     var alignment: UInt64 { get }

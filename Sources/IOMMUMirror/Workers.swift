@@ -217,13 +217,25 @@ final class Lane: @unchecked Sendable {
             g = h + 1
         }
         metrics[t].transientUnmaps += plan.transient
+        // The maps work on local copies (moved, not copied) of what they update, so the loop
+        // makes no access checks on this object's properties.
+        var held = IOVAIntervalMap()
+        var log: [JournalEntry] = []
+        var m = metrics[t]
+        swap(&held, &shadows[t])
+        swap(&log, &journal)
+        defer {
+            swap(&held, &shadows[t])
+            swap(&log, &journal)
+            metrics[t] = m
+        }
         for e in plan.toMap {
-            metrics[t].calls += 1
+            m.calls += 1
             do { try target.map(mapping(e, on: t)) } catch { return error }
-            try! shadows[t].insert(e)
-            if journaling { journal.append(.mapped(target: t, e)) }
-            metrics[t].maps += 1
-            metrics[t].bytesMapped &+= e.length
+            try! held.insert(e)
+            if journaling { log.append(.mapped(target: t, e)) }
+            m.maps += 1
+            m.bytesMapped &+= e.length
             done += 1
         }
         return nil
@@ -239,12 +251,12 @@ final class Lane: @unchecked Sendable {
     /// of the same iommufd, so in this lane).
     func mapping(_ e: MirrorExtent, on t: Int) -> MirrorMapping {
         let memory = plan.memory
-        let region = memory.regions[memory.regionIndex(containing: e.guestPhysical)!]
-        let offset = e.guestPhysical.rawValue - region.guestPhysical.first.rawValue
+        let i = memory.regionIndex(containing: e.guestPhysical)!
+        let offset = e.guestPhysical.rawValue - memory.range(ofRegion: i).first.rawValue
         var copySource: IOASID? = nil
         if let (s, ioas) = copySources[t], !quarantined[s], shadows[s].extent(containing: e.iova.first) == e { copySource = ioas }
-        return MirrorMapping(iova: e.iova, guestPhysical: e.guestPhysical, host: region.host(of: e.guestPhysical),
-                             file: region.file.map { MirrorFileBacking(descriptor: $0.descriptor, offset: $0.offset + offset) },
+        return MirrorMapping(iova: e.iova, guestPhysical: e.guestPhysical, host: memory.host(of: e.guestPhysical, inRegion: i),
+                             file: memory.regions[i].file.map { MirrorFileBacking(descriptor: $0.descriptor, offset: $0.offset + offset) },
                              permissions: e.permissions, copySource: copySource)
     }
 

@@ -5,6 +5,7 @@
 //   swift build -c release --product MirrorBenchmark
 //   .build/release/MirrorBenchmark host [CHANGES]     this machine
 //   .build/release/MirrorBenchmark allocs             allocations per change (malloc counter)
+//   .build/release/MirrorBenchmark table [LEAVES...]   page-table mode at scale (default 10^4, 2^18, 10^6, 2^22)
 //   ../Harness/run-in-vm.sh -- .build/release/MirrorBenchmark kernel [CHANGES]
 import CallCostFloor
 import Glibc
@@ -105,7 +106,12 @@ let args = CommandLine.arguments
 let mode = args.count > 1 ? args[1] : "host"
 let n = args.count > 2 ? Int(args[2])! : 20000
 
-if mode == "allocs" {
+if mode == "table" {
+    let sizes = args.count > 2 ? args.dropFirst(2).map { Int($0)! } : [10_000, 1 << 18, 1_000_000, 1 << 22]
+    for leaves in sizes {
+        for contiguous in [true, false] { try tableSync(leaves: leaves, contiguous: contiguous, reps: leaves > 1_000_000 ? 3 : 5) }
+    }
+} else if mode == "allocs" {
     let before = cc_allocations()
     let probe = [Int](repeating: 1, count: 1000)
     precondition(cc_allocations() > before && probe.count == 1000, "the malloc counter does not count")

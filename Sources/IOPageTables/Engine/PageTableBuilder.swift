@@ -152,7 +152,6 @@ public struct PageTableBuilder<Format: PageTableFormat, Memory: WritableGuestMem
         let sizes = format.allLeafSizes.rawValue & (allowed?.rawValue ?? .max)
         var v = range.first.rawValue
         var o = output.rawValue
-        var installed: [(IOVA, UInt64)] = []
         var leaves = 0
         do throws(PageTableBuildError) {
             while true {
@@ -175,15 +174,15 @@ public struct PageTableBuilder<Format: PageTableFormat, Memory: WritableGuestMem
                     try map(IOVA(v), to: GuestPhysicalAddress(o), size: PageSize(shift: best), permissions: permissions)
                 }
                 let bytes = UInt64(n) << UInt64(best)
-                installed.append((IOVA(v), bytes))
                 leaves += n
                 if bytes &- 1 == remainingMinusOne { break }
                 v &+= bytes
                 o &+= bytes
             }
         } catch {
-            for (iova, bytes) in installed {
-                _ = try? unmap(try! IOVARange(base: iova, length: bytes))
+            // What this call installed is exactly range.first up to `v`, in order.
+            if v > range.first.rawValue {
+                _ = try? unmap(try! IOVARange(first: range.first, last: IOVA(v &- 1)))
             }
             throw error
         }

@@ -1,0 +1,140 @@
+// Page-table mode at scale: a guest VT-d second-stage table of N 4 KiB leaves synced by the
+// engine, against a bare walk of the same table (runs and leaves) and the per-leaf mirror a
+// VMM does today (one map per guest leaf), all in the same run.
+import BenchRecord
+import Glibc
+import IOMMUMirror
+import IOPageTables
+
+/// A guest of `leaves` 4 KiB leaves at IOVA 1 GiB: tables in real memory at GPA 0, data
+/// (never touched: null targets and IOAS targets without DMA) at GPA 4 GiB.
+struct SyntheticGuest {
+    let format: VTdSecondStage
+    let ram: GuestRAM
+    let root: GuestPhysicalAddress
+    let leaves: Int
+    static let iova: UInt64 = 1 << 30
+    static let data: UInt64 = 4 << 30
+
+    /// `contiguous`: leaf k maps data + k pages (one maximal run); else data + (3k mod N)
+    /// pages, so no two neighbours continue (N runs).
+    init(leaves: Int, contiguous: Bool, dataHost: UInt64) throws {
+        format = try VTdSecondStage(levels: 4)
+        let tableBytes = (leaves / 512 + 64) * 4096
+        let mem = mmap(nil, tableBytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0)!
+        var ram = GuestRAM()
+        try ram.add(MirrorMemoryRegion(guestPhysical: GuestPhysicalAddress(0), length: UInt64(tableBytes), host: HostAddress(mem)))
+        try ram.add(MirrorMemoryRegion(guestPhysical: GuestPhysicalAddress(Self.data), length: UInt64(leaves) * 4096, host: HostAddress(dataHost)))
+        let writable = MutableGuestMemoryBuffer(base: GuestPhysicalAddress(0), buffer: UnsafeMutableRawBufferPointer(start: mem, count: tableBytes))
+        var b = try PageTableBuilder(format: format, memory: writable,
+                                     allocator: BumpTableAllocator(range: try GuestPhysicalRange(base: GuestPhysicalAddress(0), length: UInt64(tableBytes))))
+        if contiguous {
+            try b.map(try IOVARange(base: IOVA(Self.iova), length: UInt64(leaves) * 4096), to: GuestPhysicalAddress(Self.data),
+                      permissions: .readWrite, sizes: PageSizeSet([.size4K]))
+        } else {
+            for k in 0..<leaves {
+                let out = Self.data + UInt64((3 * k) % leaves) * 4096
+                try b.map(IOVA(Self.iova + UInt64(k) * 4096), to: GuestPhysicalAddress(out), size: .size4K, permissions: .readWrite)
+            }
+        }
+        self.ram = ram
+        self.root = b.root
+        self.leaves = leaves
+    }
+
+    var walker: PageTableWalker<VTdSecondStage, GuestRAM> { PageTableWalker(format: format, memory: ram, root: root) }
+    var space: IOVARange { try! IOVARange(first: IOVA(0), last: IOVA((1 << 39) - 1)) }
+}
+
+/// The median of `reps` timings of `body` (seconds); `setUp` runs before each, untimed.
+func medianTime(_ reps: Int, setUp: () throws -> Void = {}, _ body: () throws -> Void) rethrows -> Double {
+    var times: [Double] = []
+    for _ in 0..<reps {
+        try setUp()
+        let t0 = now()
+        try body()
+        times.append(now() - t0)
+    }
+    return times.sorted()[reps / 2]
+}
+
+func ns(_ seconds: Double, per n: Int) -> String {
+    let v = seconds / Double(n) * 1e9
+    return v < 10 ? String(format: "%.2f", v) : String(format: "%.1f", v)
+}
+
+/// The engine's first sync and an unchanged resync of one guest into `targets` null targets,
+/// beside the bare walks and the per-leaf mirror.
+func tableSync(leaves: Int, contiguous: Bool, reps: Int) throws {
+    let guest = try SyntheticGuest(leaves: leaves, contiguous: contiguous, dataHost: 0x7000_0000_0000)
+    let shape = contiguous ? "contiguous" : "scattered"
+    let label = "\(leaves) leaves, \(shape)"
+    let walker = guest.walker
+
+    var runs = 0
+    let runWalk = try medianTime(reps) {
+        runs = 0
+        try walker.visitRuns { (_: TranslationRun) throws(Never) -> WalkControl in runs += 1; return .continue }
+    }
+    var seen = 0
+    let leafWalk = try medianTime(reps) {
+        seen = 0
+        try walker.visitLeaves { (_: LeafExtent) throws(Never) -> WalkControl in seen += 1; return .continue }
+    }
+    precondition(seen == leaves)
+
+    // The per-leaf mirror: one map call per guest leaf into a null target.
+    let perLeafTarget = NullTarget()
+    let perLeaf = try medianTime(reps) {
+        try walker.visitLeaves { (l: LeafExtent) throws(Never) -> WalkControl in
+            perLeafTarget.map(MirrorMapping(iova: l.input, guestPhysical: l.output, host: guest.ram.regions[1].host(of: l.output),
+                                            file: nil, permissions: .readWrite, copySource: nil))
+            return .continue
+        }
+    }
+
+    print("\(label): bare walk by runs \(ns(runWalk, per: leaves)) ns/leaf (\(runs) runs), by leaves \(ns(leafWalk, per: leaves)) ns/leaf; per-leaf mirror \(ns(perLeaf, per: leaves)) ns/leaf, \(leaves) map calls")
+    record(suite: "engine-table", case: "\(label): bare walk by leaves", value: leafWalk / Double(leaves) * 1e9, unit: "ns/leaf",
+           baseline: "bare walk by runs", baselineValue: runWalk / Double(leaves) * 1e9)
+
+    var one = 0.0
+    for targetCount in [1, 2] {
+        var engine: MirrorEngine? = nil
+        var targets: [NullTarget] = []
+        var result = MirrorBatchResult(capacity: 1)
+        var batch = MirrorBatch(capacity: 1)
+        batch.append(.resync)
+        let first = try medianTime(reps, setUp: {
+            targets = (0..<targetCount).map { NullTarget(name: "null\($0)") }
+            engine = nil
+            engine = try MirrorEngine(mode: .pageTable(guest.format, root: guest.root), memory: guest.ram, targets: targets,
+                                      configuration: .init(space: guest.space, shadowCapacity: contiguous ? 16 : leaves + 16))
+        }) {
+            engine!.apply(batch, into: &result)
+        }
+        precondition(result.changes[0].status == .applied)
+        let calls = targets[0].calls.maps
+        precondition(calls == runs, "one map per maximal run: \(calls) vs \(runs)")
+        let again = try medianTime(reps) { engine!.apply(batch, into: &result) }
+        precondition(result.changes[0].status == .unchanged && targets[0].calls.maps == calls)
+        if targetCount == 1 { one = first }
+        let ratioRuns = first / runWalk, ratioLeaves = first / leafWalk
+        print("  engine, \(targetCount) null target\(targetCount == 1 ? "" : "s"): first sync \(ns(first, per: leaves)) ns/leaf, \(calls) map calls per target"
+              + String(format: " (%.2fx the walk by runs, %.2fx by leaves, %.3fx the per-leaf mirror", ratioRuns, ratioLeaves, first / perLeaf)
+              + (targetCount == 2 ? String(format: "; %.2fx one target)", first / one) : ")")
+              + "; unchanged resync \(ns(again, per: leaves)) ns/leaf" + String(format: " (%.2fx the walk by runs)", again / runWalk))
+        let suffix = targetCount == 1 ? "1 target" : "2 targets"
+        record(suite: "engine-table", case: "\(label): first sync, \(suffix)", value: first / Double(leaves) * 1e9, unit: "ns/leaf",
+               baseline: "bare walk by runs", baselineValue: runWalk / Double(leaves) * 1e9)
+        record(suite: "engine-table", case: "\(label): first sync, \(suffix), vs per-leaf mirror", value: first / Double(leaves) * 1e9,
+               unit: "ns/leaf", baseline: "per-leaf mirror", baselineValue: perLeaf / Double(leaves) * 1e9)
+        record(suite: "engine-table", case: "\(label): unchanged resync, \(suffix)", value: again / Double(leaves) * 1e9, unit: "ns/leaf",
+               baseline: "bare walk by runs", baselineValue: runWalk / Double(leaves) * 1e9)
+        record(suite: "engine-table", case: "\(label): map calls, \(suffix)", value: Double(calls), unit: "calls",
+               baseline: "per-leaf mirror", baselineValue: Double(leaves))
+        if targetCount == 2 {
+            record(suite: "engine-table", case: "\(label): two targets against one", value: first / Double(leaves) * 1e9, unit: "ns/leaf",
+                   baseline: "one target", baselineValue: one / Double(leaves) * 1e9)
+        }
+    }
+}
