@@ -39,18 +39,20 @@ func visitGuestTable(_ format: any PageTableFormat, memory: GuestRAM, root: Gues
 func visitTranslations(_ format: some PageTableFormat, _ memory: GuestRAM, _ root: GuestPhysicalAddress, _ range: IOVARange,
                        _ perLeaf: Bool, _ fault: (PageTableFault) -> Void, _ visit: (GuestTranslation) -> Void) throws(PageTableFault) {
     let walker = PageTableWalker(format: format, memory: memory, root: root)
-    let onFault = { (f: PageTableFault) throws(Never) -> WalkControl in
-        fault(f)
-        return .continue
-    }
     do {
         if perLeaf {
-            try walker.visitLeaves(range, skippingFaults: onFault) { (leaf: LeafExtent) throws(Never) -> WalkControl in
+            try walker.visitLeaves(range, skippingFaults: { (f: PageTableFault) throws(Never) -> WalkControl in
+                fault(f)
+                return .continue
+            }) { (leaf: LeafExtent) throws(Never) -> WalkControl in
                 visit(GuestTranslation(iova: leaf.input, output: leaf.output, permissions: leaf.permissions))
                 return .continue
             }
         } else {
-            try walker.visitRuns(range, skippingFaults: onFault) { (run: TranslationRun) throws(Never) -> WalkControl in
+            try walker.visitRuns(range, skippingFaults: { (f: PageTableFault) throws(Never) -> WalkControl in
+                fault(f)
+                return .continue
+            }) { (run: TranslationRun) throws(Never) -> WalkControl in
                 visit(GuestTranslation(iova: run.input, output: run.output, permissions: run.permissions))
                 return .continue
             }

@@ -3,6 +3,7 @@
 // VMM does today (one map per guest leaf), all in the same run.
 import BenchRecord
 import Glibc
+import IOMMUFD
 import IOMMUMirror
 import IOPageTables
 
@@ -136,5 +137,59 @@ func tableSync(leaves: Int, contiguous: Bool, reps: Int) throws {
             record(suite: "engine-table", case: "\(label): two targets against one", value: first / Double(leaves) * 1e9, unit: "ns/leaf",
                    baseline: "one target", baselineValue: one / Double(leaves) * 1e9)
         }
+    }
+}
+
+/// In the VM: a contiguous guest of `leaves` 4 KiB leaves (real memory) synced by the engine
+/// into a kernel IOAS, against the per-leaf mirror (one `IOMMU_IOAS_MAP` per guest leaf),
+/// with and without a mock domain (which pins and fills an IO page table).
+func kernelTableSync(_ context: SharedIOMMUFDContext, leaves: Int) throws {
+    let behaviour = try KernelBehaviour.probe(context.iommufd)
+    let bytes = leaves * 4096
+    guard let data = mmap(nil, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0), data != MAP_FAILED else {
+        print("kernel table sync: no \(bytes >> 20) MiB of memory for the guest"); return
+    }
+    defer { munmap(data, bytes) }
+    let host = UInt64(UInt(bitPattern: data))
+    let guest = try SyntheticGuest(leaves: leaves, contiguous: true, dataHost: host)
+    for withDomain in [false, true] {
+        let setting = withDomain ? "mock domain" : "no domain"
+        let ioas = try context.iommufd.allocateIOAS()
+        if withDomain { _ = try context.iommufd.addMockDevice(to: PageTableID(ioas)) }
+        let target = try IOASTarget(name: "ioas", context: context, ioas: ioas, behaviour: behaviour)
+        var engine = try MirrorEngine(mode: .pageTable(guest.format, root: guest.root), memory: guest.ram, targets: [target],
+                                      configuration: .init(space: guest.space))
+        let t0 = now()
+        let r = engine.apply(.resync)
+        let engineTime = now() - t0
+        precondition(r.changes[0].status == .applied, "\(r.changes[0]) \(r.targets[0])")
+        let engineCalls = engine.metrics.targets[0].calls
+        _ = try context.iommufd.unmapAll(from: ioas)
+
+        var calls = 0
+        var failure: (any Error)?
+        let t1 = now()
+        try guest.walker.visitLeaves { (l: LeafExtent) throws(Never) -> WalkControl in
+            do {
+                _ = try context.iommufd.map(try! HostRange(base: guest.ram.regions[1].host(of: l.output), length: l.size.bytes), into: ioas, at: l.input.first)
+            } catch {
+                failure = error
+                return .stop
+            }
+            calls += 1
+            return .continue
+        }
+        let perLeafTime = now() - t1
+        if let failure { print("per-leaf mirror stopped after \(calls) maps: \(failure)") }
+        _ = try context.iommufd.unmapAll(from: ioas)
+        let mib = bytes >> 20
+        print("kernel, \(mib) MiB contiguous guest in 4 KiB leaves, \(setting): engine \(engineCalls) ioctl, "
+              + String(format: "%.1f ms", engineTime * 1e3) + "; per-leaf mirror \(calls) ioctls, "
+              + String(format: "%.1f ms (engine %.4fx its time)", perLeafTime * 1e3, engineTime / perLeafTime))
+        record(suite: "engine-kernel", case: "\(mib) MiB contiguous guest, 4 KiB leaves, \(setting): time", value: engineTime * 1e3, unit: "ms",
+               baseline: "per-leaf mirror", baselineValue: perLeafTime * 1e3)
+        record(suite: "engine-kernel", case: "\(mib) MiB contiguous guest, 4 KiB leaves, \(setting): ioctls", value: Double(engineCalls),
+               unit: "ioctls", baseline: "per-leaf mirror", baselineValue: Double(calls))
+        try context.iommufd.destroy(ioas)
     }
 }

@@ -6,8 +6,10 @@
 //   .build/release/MirrorBenchmark host [CHANGES]     this machine
 //   .build/release/MirrorBenchmark allocs             allocations per change (malloc counter)
 //   .build/release/MirrorBenchmark table [LEAVES...]   page-table mode at scale (default 10^4, 2^18, 10^6, 2^22)
-//   ../Harness/run-in-vm.sh -- .build/release/MirrorBenchmark kernel [CHANGES]
+//   ../Harness/run-in-vm.sh --memory 3072 -- .build/release/MirrorBenchmark kernel [CHANGES]
+//       (MIRROR_KERNEL_LEAVES: leaves of the contiguous guest, default 2^18 = 1 GiB)
 import CallCostFloor
+import Foundation
 import Glibc
 import Histogram
 import IOMMUFD
@@ -135,6 +137,7 @@ if mode == "table" {
     let ioas = try ctx.iommufd.allocateIOAS()
     try engineStream("IOMMUFDModel IOAS target", targets: [try IOASTarget(name: "m", context: ctx, ioas: ioas, behaviour: behaviour)],
                      host: 0x7000_0000_0000, n: n, pages: 1)
+    try churn("IOMMUFDModel", context: ctx, host: 0x7000_0000_0000, slots: 1024, count: n) { try ctx.iommufd.allocateIOAS() }
 } else {
     // The real kernel (in the VM): two IOAS, each with a mock device, so maps pin and fill a domain.
     let ctx = SharedIOMMUFDContext(try IOMMUFDContext())
@@ -179,4 +182,11 @@ if mode == "table" {
                      targets: [try IOASTarget(name: "a", context: ctx, ioas: a, behaviour: behaviour),
                                try IOASTarget(name: "b", context: ctx, ioas: b, behaviour: behaviour)],
                      host: host, n: min(n, bytes / 4096), pages: 1)
+    // Churn into one IOAS with a mock device, against the one-ioctl-per-change shadow.
+    try churn("kernel, mock domain", context: ctx, host: host, slots: bytes / (16 * 4096), count: min(n, 4000)) {
+        let ioas = try ctx.iommufd.allocateIOAS()
+        _ = try ctx.iommufd.addMockDevice(to: PageTableID(ioas))
+        return ioas
+    }
+    try kernelTableSync(ctx, leaves: Int(ProcessInfo.processInfo.environment["MIRROR_KERNEL_LEAVES"] ?? "") ?? (1 << 18))
 }

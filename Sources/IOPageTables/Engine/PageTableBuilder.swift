@@ -297,13 +297,34 @@ public struct PageTableBuilder<Format: PageTableFormat, Memory: WritableGuestMem
     ///   is only partly inside `range`; ``PageTableBuildError/tableFault(_:)`` for a malformed table.
     @discardableResult
     public mutating func unmap(_ range: IOVARange) throws(PageTableBuildError) -> UInt64 {
-        var leaves: [LeafExtent] = []
-        do { try walker().walk(range) { leaves.append($0) } } catch { throw .tableFault(error) }
-        for leaf in leaves where !range.contains(leaf.input) { throw .wouldSplitLeaf(leaf) }
+        // Two walks and no list of leaves, so an unmap allocates nothing: the first finds a
+        // leaf the range would cut, the second clears each leaf once it is visited.
+        let walker = walker()
+        var cut: LeafExtent?
+        do {
+            try walker.visitLeaves(range) { (leaf: LeafExtent) throws(Never) -> WalkControl in
+                guard range.contains(leaf.input) else { cut = leaf; return .stop }
+                return .continue
+            }
+        } catch {
+            switch error {
+            case .fault(let f): throw .tableFault(f)
+            case .visitor(let never): switch never {}
+            }
+        }
+        if let cut { throw .wouldSplitLeaf(cut) }
         var bytes: UInt64 = 0
-        for leaf in leaves {
-            try clear(leaf)
-            bytes &+= leaf.size.bytes
+        do {
+            try walker.visitLeaves(range) { (leaf: LeafExtent) throws(PageTableBuildError) -> WalkControl in
+                try clear(leaf)
+                bytes &+= leaf.size.bytes
+                return .continue
+            }
+        } catch {
+            switch error {
+            case .fault(let f): throw .tableFault(f)
+            case .visitor(let e): throw e
+            }
         }
         return bytes
     }
