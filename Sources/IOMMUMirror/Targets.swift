@@ -111,7 +111,8 @@ public final class IOASTarget: MirrorTarget {
     /// How a second IOAS of the same iommufd gets an area an earlier target already holds.
     /// `.map` is the default: on the test VM's mock domain `IOMMU_IOAS_COPY` cost about the
     /// same as a map for 4 KiB areas and 1.6 to 9 times more for 64 KiB and 2 MiB ones (it
-    /// reads the source's pages back one by one); measure on the target hardware.
+    /// reads the source's pages back one by one). ``FanOutMeasurement/measure(_:from:to:at:areaBytes:samples:)``
+    /// times both on the IOAS in use and gives the cheaper as its ``FanOutMeasurement/choice``.
     public enum FanOut: Hashable, Sendable {
         /// `IOMMU_IOAS_MAP` again (the memory is pinned again).
         case map

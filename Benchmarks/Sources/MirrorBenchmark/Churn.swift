@@ -94,46 +94,62 @@ func shadowBaseline(_ changes: [MirrorChange], context: SharedIOMMUFDContext, io
     return (now() - t0, ioctls)
 }
 
-/// Both against each other for each pattern and batch size; `make` gives a fresh IOAS.
-func churn(_ label: String, context: SharedIOMMUFDContext, host: UInt64, slots: Int, count: Int,
+/// The engine on `stream` into a fresh IOAS in batches of `batchSize`: seconds and ioctls.
+func engineRun(_ stream: ChurnStream, batchSize: Int, context: SharedIOMMUFDContext, behaviour: KernelBehaviour, host: UInt64,
+               slots: Int, ioas: IOASID) throws -> (seconds: Double, ioctls: Int) {
+    var ram = GuestRAM()
+    try ram.add(MirrorMemoryRegion(guestPhysical: GuestPhysicalAddress(0), length: UInt64(slots) * 16 * page, host: HostAddress(host)))
+    let target = try IOASTarget(name: "ioas", context: context, ioas: ioas, behaviour: behaviour)
+    var engine = try MirrorEngine(mode: .requests, memory: ram, targets: [target],
+                                  configuration: .init(space: try IOVARange(first: IOVA(0), last: IOVA((1 << 40) - 1)), shadowCapacity: slots + 16))
+    var batch = MirrorBatch(capacity: batchSize)
+    var result = MirrorBatchResult(capacity: batchSize)
+    let t0 = now()
+    var i = 0
+    while i < stream.changes.count {
+        batch.removeAll()
+        for c in stream.changes[i..<min(i + batchSize, stream.changes.count)] { batch.append(c) }
+        engine.apply(batch, into: &result)
+        i += batchSize
+    }
+    let dt = now() - t0
+    precondition(engine.checkInvariants().isEmpty)
+    return (dt, engine.metrics.targets[0].calls)
+}
+
+/// Both against each other for each pattern and batch size, alternating `rounds` times on
+/// fresh IOAS from `make` (so a noisy stretch hits both); the medians and their ratio.
+func churn(_ label: String, context: SharedIOMMUFDContext, host: UInt64, slots: Int, count: Int, rounds: Int = 5,
            make: () throws -> IOASID) throws {
     let behaviour = try KernelBehaviour.probe(context.iommufd)
     for pattern in [ChurnStream.Pattern.dmaAPI, .random] {
         for batchSize in [1, 8, 32, 256] {
             let stream = ChurnStream(pattern, batch: pattern == .dmaAPI ? batchSize : 32, count: count, slots: slots, seed: 42)
-            let baseIOAS = try make()
-            let base = try shadowBaseline(stream.changes, context: context, ioas: baseIOAS, host: host)
-            _ = try context.iommufd.unmapAll(from: baseIOAS)
-
-            let ioas = try make()
-            var ram = GuestRAM()
-            try ram.add(MirrorMemoryRegion(guestPhysical: GuestPhysicalAddress(0), length: UInt64(slots) * 16 * page, host: HostAddress(host)))
-            let target = try IOASTarget(name: "ioas", context: context, ioas: ioas, behaviour: behaviour)
-            var engine = try MirrorEngine(mode: .requests, memory: ram, targets: [target],
-                                          configuration: .init(space: try IOVARange(first: IOVA(0), last: IOVA((1 << 40) - 1)), shadowCapacity: slots + 16))
-            var batch = MirrorBatch(capacity: batchSize)
-            var result = MirrorBatchResult(capacity: batchSize)
-            let t0 = now()
-            var i = 0
-            while i < stream.changes.count {
-                batch.removeAll()
-                for c in stream.changes[i..<min(i + batchSize, stream.changes.count)] { batch.append(c) }
-                engine.apply(batch, into: &result)
-                i += batchSize
+            var engineTimes: [Double] = [], baseTimes: [Double] = [], ratios: [Double] = []
+            var calls = 0, baseCalls = 0
+            for _ in 0..<rounds {
+                let a = try make()
+                let base = try shadowBaseline(stream.changes, context: context, ioas: a, host: host)
+                _ = try context.iommufd.unmapAll(from: a)
+                let b = try make()
+                let mine = try engineRun(stream, batchSize: batchSize, context: context, behaviour: behaviour, host: host, slots: slots, ioas: b)
+                _ = try context.iommufd.unmapAll(from: b)
+                engineTimes.append(mine.seconds)
+                baseTimes.append(base.seconds)
+                ratios.append(mine.seconds / base.seconds)
+                (calls, baseCalls) = (mine.ioctls, base.ioctls)
             }
-            let dt = now() - t0
-            precondition(engine.checkInvariants().isEmpty)
-            let calls = engine.metrics.targets[0].calls
-            let perChange = dt / Double(stream.changes.count) * 1e9, basePer = base.seconds / Double(stream.changes.count) * 1e9
+            func median(_ v: [Double]) -> Double { v.sorted()[v.count / 2] }
+            let n = Double(stream.changes.count)
+            let perChange = median(engineTimes) / n * 1e9, basePer = median(baseTimes) / n * 1e9
             let name = pattern == .dmaAPI ? "\(pattern.rawValue), \(batchSize) maps per unmap" : "\(pattern.rawValue), batches of \(batchSize)"
-            print("\(label) churn, \(name): \(stream.changes.count) changes; engine \(Int(perChange)) ns/change, \(calls) ioctls"
-                  + "; one-ioctl-per-change shadow \(Int(basePer)) ns/change, \(base.ioctls) ioctls"
-                  + String(format: " (%.2fx)", dt / base.seconds))
+            print("\(label) churn, \(name): \(stream.changes.count) changes x \(rounds) rounds; engine \(Int(perChange)) ns/change, \(calls) ioctls"
+                  + "; one-ioctl-per-change shadow \(Int(basePer)) ns/change, \(baseCalls) ioctls"
+                  + String(format: " (median of the rounds' ratios %.2fx)", median(ratios)))
             record(suite: "churn", case: "\(label): \(name)", value: perChange, unit: "ns/change",
                    baseline: "one-ioctl-per-change shadow", baselineValue: basePer)
             record(suite: "churn", case: "\(label): \(name), ioctls", value: Double(calls), unit: "ioctls",
-                   baseline: "one-ioctl-per-change shadow", baselineValue: Double(base.ioctls))
-            _ = try context.iommufd.unmapAll(from: ioas)
+                   baseline: "one-ioctl-per-change shadow", baselineValue: Double(baseCalls))
         }
     }
 }

@@ -190,6 +190,5 @@ func kernelTableSync(_ context: SharedIOMMUFDContext, leaves: Int) throws {
                baseline: "per-leaf mirror", baselineValue: perLeafTime * 1e3)
         record(suite: "engine-kernel", case: "\(mib) MiB contiguous guest, 4 KiB leaves, \(setting): ioctls", value: Double(engineCalls),
                unit: "ioctls", baseline: "per-leaf mirror", baselineValue: Double(calls))
-        try context.iommufd.destroy(ioas)
     }
 }

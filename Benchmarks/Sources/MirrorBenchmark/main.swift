@@ -183,7 +183,7 @@ if mode == "table" {
                                try IOASTarget(name: "b", context: ctx, ioas: b, behaviour: behaviour)],
                      host: host, n: min(n, bytes / 4096), pages: 1)
     // Churn into one IOAS with a mock device, against the one-ioctl-per-change shadow.
-    try churn("kernel, mock domain", context: ctx, host: host, slots: bytes / (16 * 4096), count: min(n, 4000)) {
+    try churn("kernel, mock domain", context: ctx, host: host, slots: bytes / (16 * 4096), count: min(n, 2000)) {
         let ioas = try ctx.iommufd.allocateIOAS()
         _ = try ctx.iommufd.addMockDevice(to: PageTableID(ioas))
         return ioas
