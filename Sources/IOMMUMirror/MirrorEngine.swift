@@ -1,7 +1,8 @@
 public import IOMMUAddresses
 public import IOPageTables
 import Histogram
-import IOMMUFD
+public import IOMMUFD
+import Glibc
 
 /// Keeps every target of one guest IO address space equal to the guest's view.
 ///
@@ -85,6 +86,9 @@ public struct MirrorEngine: ~Copyable {
     public enum SetupError: Error, Hashable, Sendable {
         /// The granule is not a multiple of what the target (by name) requires.
         case granuleBelowTargetAlignment(target: String, alignment: UInt64)
+        /// A worker thread of ``Execution/workers`` could not be started (`pthread_create`'s
+        /// error: `EAGAIN` at the process's thread limit, say); no worker is left running.
+        case workerNotStarted(errno: Errno)
     }
 
     public let configuration: Configuration
@@ -116,9 +120,27 @@ public struct MirrorEngine: ~Copyable {
     /// An engine for one guest space over `targets`, all empty.
     /// - Throws: ``SetupError`` when a target needs coarser alignment than the granule.
     public init(mode: Mode, memory: GuestRAM, targets: [any MirrorTarget], configuration: Configuration) throws(SetupError) {
+        try self.init(mode: mode, memory: memory, targets: targets, configuration: configuration, startThread: WorkerPool.startThread)
+    }
+
+    /// The engine with the worker threads started by `startThread` (tests inject failures).
+    init(mode: Mode, memory: GuestRAM, targets: [any MirrorTarget], configuration: Configuration,
+         startThread: (Lane) -> Result<pthread_t, Errno>) throws(SetupError) {
         for t in targets where configuration.granule.bytes % t.alignment != 0 {
             throw .granuleBelowTargetAlignment(target: t.name, alignment: t.alignment)
         }
+        let copySources = targets.indices.map { t -> (target: Int, ioas: IOASID)? in
+            guard let target = targets[t] as? IOASTarget, target.fanOut == .copy else { return nil }
+            for s in 0..<t {
+                if let source = targets[s] as? IOASTarget, source.context === target.context { return (s, source.ioas) }
+            }
+            return nil
+        }
+        let threaded = configuration.execution == .workers
+        // First, before any stored property: the only step here that can fail.
+        self.workers = try WorkerPool(targets: targets, copySources: copySources, capacity: configuration.shadowCapacity, threaded: threaded,
+                                      startThread: startThread)
+        self.copySources = copySources
         self.configuration = configuration
         self.mode = mode
         self.memory = memory
@@ -131,15 +153,6 @@ public struct MirrorEngine: ~Copyable {
         self.usable = targets.map(\.usableRanges)
         self.metrics = MirrorMetrics(targets: targets.count)
         self.scratch = Scratch(capacity: configuration.shadowCapacity)
-        self.copySources = targets.indices.map { t -> (target: Int, ioas: IOASID)? in
-            guard let target = targets[t] as? IOASTarget, target.fanOut == .copy else { return nil }
-            for s in 0..<t {
-                if let source = targets[s] as? IOASTarget, source.context === target.context { return (s, source.ioas) }
-            }
-            return nil
-        }
-        let threaded = configuration.execution == .workers
-        self.workers = WorkerPool(targets: targets, copySources: copySources, capacity: configuration.shadowCapacity, threaded: threaded)
         if threaded {
             // The workers allocated their targets' shadows where they run.
             for lane in workers.lanes { for t in lane.members { swap(&targetShadows[t], &lane.shadows[t]) } }

@@ -326,7 +326,27 @@ final class WorkerPool: @unchecked Sendable {
     /// Sequential: one lane of every target, run on the caller. Workers: targets of one iommufd
     /// share a lane (their calls keep the sequential order, and a copy's source is in it); any
     /// other target has its own.
-    init(targets: [any MirrorTarget], copySources: [(target: Int, ioas: IOASID)?], capacity: Int, threaded: Bool) {
+    /// Starts a detached-until-joined thread running `lane.workerMain()`; returns its id, or
+    /// the error number of `pthread_create` (the lane is not retained then).
+    static func startThread(_ lane: Lane) -> Result<pthread_t, Errno> {
+        var tid = pthread_t()
+        let arg = Unmanaged.passRetained(lane).toOpaque()
+        let rc = pthread_create(&tid, nil, { arg in
+            let lane = Unmanaged<Lane>.fromOpaque(arg!).takeRetainedValue()
+            lane.workerMain()
+            return nil
+        }, arg)
+        guard rc == 0 else {
+            Unmanaged<Lane>.fromOpaque(arg).release()
+            return .failure(Errno(rawValue: rc))
+        }
+        return .success(tid)
+    }
+
+    /// - Throws: ``MirrorEngine/SetupError/workerNotStarted(errno:)`` when a thread cannot be
+    ///   started; the threads started before it are ended again (by `deinit`).
+    init(targets: [any MirrorTarget], copySources: [(target: Int, ioas: IOASID)?], capacity: Int, threaded: Bool,
+         startThread: (Lane) -> Result<pthread_t, Errno> = WorkerPool.startThread) throws(MirrorEngine.SetupError) {
         plan = PhasePlan()
         finished = .allocate(capacity: 1)
         sem_init(finished, 0, 0)
@@ -354,14 +374,10 @@ final class WorkerPool: @unchecked Sendable {
         self.laneOf = laneOf
         if threaded {
             for lane in lanes {
-                var tid = pthread_t()
-                let rc = pthread_create(&tid, nil, { arg in
-                    let lane = Unmanaged<Lane>.fromOpaque(arg!).takeRetainedValue()
-                    lane.workerMain()
-                    return nil
-                }, Unmanaged.passRetained(lane).toOpaque())
-                precondition(rc == 0, "pthread_create failed: \(rc)")
-                threads.append(tid)
+                switch startThread(lane) {
+                case .success(let tid): threads.append(tid)
+                case .failure(let e): throw .workerNotStarted(errno: e)
+                }
             }
             for _ in lanes { while sem_wait(finished) != 0 {} }
         } else {
