@@ -22,7 +22,7 @@ public func record(suite: String, case name: String, value: Double, unit: String
                                  "baseline": baseline ?? NSNull(), "baselineValue": baselineValue ?? NSNull(),
                                  "ratio": NSNull()]
     if let b = baselineValue, b != 0 { object["ratio"] = value / b }
-    guard var data = try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys]) else { return }
+    guard var data = try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes]) else { return }
     data.append(0x0A)
     sink.write(data)
 }

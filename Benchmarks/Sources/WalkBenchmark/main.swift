@@ -1,3 +1,4 @@
+import BenchRecord
 import Glibc
 import IOPageTables
 
@@ -185,6 +186,12 @@ func benchmark<F: PageTableFormat>(_ name: String, _ format: F, leafShift: Int, 
     let memory = Double((2 << 20) >> leafShift * format.entryBytes) / (readGBs * 1e9)
     print("    2 MiB invalidation (\((2 << 20) >> leafShift) leaves): runs \(fmt(t2 * 1e6, 3)) us = \(fmt(t2 / memory, 2))x its memory time "
           + "(\(fmt(memory * 1e6, 3)) us); leaves \(fmt(t2Leaves * 1e6, 3)) us" + (sink == 42 ? " " : ""))
+    let label = "\(name), \(gib) GiB of \(PageSize(shift: leafShift)) leaves"
+    // Bandwidths as GB/s of entries against the read bandwidth; the invalidation against its memory time.
+    record(suite: "walk", case: "\(label): runs", value: gbRuns, unit: "GB/s", baseline: "read bandwidth", baselineValue: readGBs)
+    record(suite: "walk", case: "\(label): runs, out of the caches", value: gbCold, unit: "GB/s", baseline: "read bandwidth", baselineValue: readGBs)
+    record(suite: "walk", case: "\(label): leaves", value: gbLeaves, unit: "GB/s", baseline: "read bandwidth", baselineValue: readGBs)
+    record(suite: "walk-2MiB", case: "\(label): 2 MiB invalidation, runs", value: t2 * 1e6, unit: "us", baseline: "memory time", baselineValue: memory * 1e6)
 }
 
 /// Every entry of every level of a VT-d table points at the next shared table (2^36 leaves
@@ -220,6 +227,8 @@ func hostile(stepping: Bool) {
         }
         let dt = now() - t
         let s = fault?.statistics ?? WalkStatistics()
+        record(suite: "walk-hostile", case: "hostile VT-d table, \(stepping ? "stepping" : "identical") leaf entries, \(kind)",
+               value: Double(s.entriesRead), unit: "entries", baseline: "budget", baselineValue: Double(WalkBudget.default.maxEntries))
         print("hostile VT-d table (shared tables, \(stepping ? "stepping" : "identical") leaf entries), \(kind): "
               + "\(fault.map { "\($0.reason)" } ?? "no fault!") after \(s.entriesRead) entries (budget \(WalkBudget.default.maxEntries)), "
               + "\(s.leaves) leaves, \(s.tablesVisited) tables, \(s.fastPathEntries) on the fast path, in \(fmt(dt * 1000)) ms")
