@@ -622,6 +622,7 @@ public struct MirrorEngine: ~Copyable {
         plan.journaling = configuration.failure == .rollback
         plan.change = c
         plan.undo = undo
+        if !undo { plan.resolveMappings() }
         for lane in workers.lanes {
             for t in lane.members {
                 swap(&targetShadows[t], &lane.shadows[t])

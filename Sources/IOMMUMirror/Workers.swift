@@ -37,12 +37,28 @@ final class PhasePlan: @unchecked Sendable {
     @exclusivity(unchecked) var memory = GuestRAM(capacity: 0)
     @exclusivity(unchecked) var removed: [Int] = []
     @exclusivity(unchecked) var toMap: [MirrorExtent] = []
+    /// `toMap` with the host side resolved (the same for every target), no copy source.
+    @exclusivity(unchecked) var mappings: [MirrorMapping] = []
     @exclusivity(unchecked) var transient = 0
     @exclusivity(unchecked) var journaling = false
     /// Forward: the change index; undo: the change whose lane entries are undone.
     @exclusivity(unchecked) var change = 0
     @exclusivity(unchecked) var undo = false
     @exclusivity(unchecked) var stop = false
+}
+
+extension PhasePlan {
+    /// Fills ``mappings`` from ``toMap`` (each extent lies in one region by construction).
+    func resolveMappings() {
+        mappings.removeAll(keepingCapacity: true)
+        for e in toMap {
+            let i = memory.regionIndex(containing: e.guestPhysical)!
+            let offset = e.guestPhysical.rawValue - memory.range(ofRegion: i).first.rawValue
+            mappings.append(MirrorMapping(iova: e.iova, guestPhysical: e.guestPhysical, host: memory.host(of: e.guestPhysical, inRegion: i),
+                                          file: memory.regions[i].file.map { MirrorFileBacking(descriptor: $0.descriptor, offset: $0.offset + offset) },
+                                          permissions: e.permissions))
+        }
+    }
 }
 
 /// The targets one thread (or the caller, in sequential mode) runs in index order, with their
@@ -232,9 +248,12 @@ final class Lane: @unchecked Sendable {
             swap(&log, &journal)
             metrics[t] = m
         }
-        for e in plan.toMap {
+        let copies = copySources[t].map { source in !quarantined[source.target] ? source : nil } ?? nil
+        for (k, e) in plan.toMap.enumerated() {
             m.calls += 1
-            do { try target.map(mapping(e, on: t)) } catch { return error }
+            var mapping = plan.mappings[k]
+            if let (s, ioas) = copies, shadows[s].extent(containing: e.iova.first) == e { mapping.copySource = ioas }
+            do { try target.map(mapping) } catch { return error }
             try! held.insert(e)
             if journaling { log.append(.mapped(target: t, e)) }
             m.maps += 1
@@ -249,9 +268,9 @@ final class Lane: @unchecked Sendable {
         if journaling { journal.append(.unmapped(target: t, e)) }
     }
 
-    /// The host side of an extent (which lies in one region by construction) for target `t`,
-    /// with a copy source only where one in service holds exactly this area (the source is
-    /// of the same iommufd, so in this lane).
+    /// The host side of an extent for target `t` (undo: re-creating an area), with a copy
+    /// source only where one in service holds exactly this area (the source is of the same
+    /// iommufd, so in this lane).
     func mapping(_ e: MirrorExtent, on t: Int) -> MirrorMapping {
         let memory = plan.memory
         let i = memory.regionIndex(containing: e.guestPhysical)!
