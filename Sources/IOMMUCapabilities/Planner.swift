@@ -59,6 +59,14 @@ public enum HostDifference: Hashable, Sendable, CustomStringConvertible {
 /// - Otherwise the device differs, and ``MixingPolicy`` decides: `separateGroups` opens a new group
 ///   (its own IOAS and plan), `refuse` refuses it. Either way the differences are reported against
 ///   the first group's first device.
+///
+/// Groups are by properties, not by IOMMU instance: devices behind two host IOMMUs that match
+/// (two VT-d units of one machine, say) share one IOAS, and the kernel gives each IOMMU its own
+/// domain, filled from the IOAS's one pin of guest memory, so a mirror maps each area once. A
+/// device needs an IOAS of its own when the properties differ (an IOVA width or aperture the
+/// others lack: one IOAS offers only the ranges all its devices can use; another page-table
+/// format for nesting), and when the guest must see it behind a separate vIOMMU (its own
+/// guest-visible topology and invalidations), which is the caller's choice, not the planner's.
 public struct DevicePlanner: Sendable {
     /// What to do with a device whose host IOMMU differs from the first device's.
     public enum MixingPolicy: String, Hashable, Sendable {
