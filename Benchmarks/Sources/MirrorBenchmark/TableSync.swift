@@ -98,6 +98,25 @@ func tableSync(leaves: Int, contiguous: Bool, reps: Int) throws {
     record(suite: "engine-table", case: "\(label): bare walk by leaves", value: leafWalk / Double(leaves) * 1e9, unit: "ns/leaf",
            baseline: "bare walk by runs", baselineValue: runWalk / Double(leaves) * 1e9)
 
+    // The strict policy: one area per guest leaf, whatever the coalescing could merge.
+    var strictEngine: MirrorEngine? = nil
+    let strictTarget = NullTarget()
+    var strictResult = MirrorBatchResult(capacity: 1)
+    var strictBatch = MirrorBatch(capacity: 1)
+    strictBatch.append(.resync)
+    let strict = try medianTime(reps, setUp: {
+        strictEngine = nil
+        strictEngine = try MirrorEngine(mode: .pageTable(guest.format, root: guest.root), memory: guest.ram, targets: [strictTarget],
+                                        configuration: .init(space: guest.space, coalescing: .strict, shadowCapacity: leaves + 16))
+    }) {
+        strictEngine!.apply(strictBatch, into: &strictResult)
+    }
+    let strictCalls = strictEngine!.metrics.targets[0].maps
+    strictEngine = nil
+    print("  engine, strict policy, 1 null target: first sync \(ns(strict, per: leaves)) ns/leaf, \(strictCalls) map calls")
+    record(suite: "engine-table", case: "\(label): first sync, strict policy", value: strict / Double(leaves) * 1e9, unit: "ns/leaf",
+           baseline: "bare walk by leaves", baselineValue: leafWalk / Double(leaves) * 1e9)
+
     var one = 0.0
     for targetCount in [1, 2] {
         var engine: MirrorEngine? = nil
