@@ -184,9 +184,8 @@ public struct MirrorEngine: ~Copyable {
             lane.journal.removeAll(keepingCapacity: true)
             lane.marks.removeAll(keepingCapacity: true)
         }
-        let clock = ContinuousClock()
         for (c, change) in batch.changes.enumerated() {
-            let start = clock.now
+            let start = monotonicNanoseconds()
             metrics.changesIn += 1
             markJournals()
             var outcome = plan(change)
@@ -198,7 +197,7 @@ public struct MirrorEngine: ~Copyable {
                     for _ in (c + 1)..<batch.changes.count {
                         result.changes.append(MirrorChangeOutcome(status: .notAttempted))
                     }
-                    record(clock, since: start)
+                    record(since: start)
                     return
                 }
                 commit(change)
@@ -207,7 +206,7 @@ public struct MirrorEngine: ~Copyable {
             }
             result.changes.append(outcome)
             for t in targets.indices where !quarantined[t] { result.targets[t].appliedChanges = c + 1 }
-            record(clock, since: start)
+            record(since: start)
         }
     }
 
@@ -221,10 +220,8 @@ public struct MirrorEngine: ~Copyable {
         return result
     }
 
-    mutating func record(_ clock: ContinuousClock, since start: ContinuousClock.Instant) {
-        let d = clock.now - start
-        let ns = UInt64(max(d.components.seconds, 0)) &* 1_000_000_000 &+ UInt64(max(d.components.attoseconds, 0) / 1_000_000_000)
-        _ = metrics.latency.record(ns)
+    mutating func record(since start: UInt64) {
+        _ = metrics.latency.record(monotonicNanoseconds() &- start)
     }
 
     // MARK: Planning
@@ -628,8 +625,8 @@ public struct MirrorEngine: ~Copyable {
                 swap(&targetShadows[t], &lane.shadows[t])
                 lane.metrics[t] = metrics.targets[t]
                 lane.quarantined[t] = quarantined[t]
-                lane.failure[t] = nil
-                lane.undoFailure[t] = nil
+                if lane.failure[t] != nil { lane.failure[t] = nil }
+                if lane.undoFailure[t] != nil { lane.undoFailure[t] = nil }
                 lane.done[t] = 0
             }
         }
@@ -756,6 +753,15 @@ public struct MirrorEngine: ~Copyable {
         targetShadows[t] = shadow
         quarantined[t] = false
     }
+}
+
+/// `CLOCK_MONOTONIC` in nanoseconds, for the latency histogram: a vDSO read, not a system
+/// call (`ContinuousClock` and `Duration.components` cost about 600 instructions a change).
+@inline(__always)
+func monotonicNanoseconds() -> UInt64 {
+    var t = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &t)
+    return UInt64(t.tv_sec) &* 1_000_000_000 &+ UInt64(t.tv_nsec)
 }
 
 /// What the engine undoes on rollback.
