@@ -1,0 +1,266 @@
+// Map/unmap of 4 KiB, 2 MiB and 1 GiB pages, random churn and IOAS_COPY: each through the typed
+// Swift API and through a C loop doing the same ioctls (CallCostFloor), in turn in one process.
+#if canImport(Glibc)
+import Glibc
+#endif
+import CallCostFloor
+import IOMMUFD
+
+// MARK: BENCH_JSON
+
+/// Where this run is: `vm` inside the test VM (its init exports HIL_VM=1), else `host`.
+let benchWhere = getenv("HIL_VM").map { String(cString: $0) } == "1" ? "vm" : "host"
+
+func jsonString(_ s: String) -> String {
+    var out = "\""
+    for u in s.unicodeScalars {
+        switch u {
+        case "\"": out += "\\\""
+        case "\\": out += "\\\\"
+        case "\n": out += "\\n"
+        default: out += u.value < 0x20 ? "\\u00" + (u.value < 0x10 ? "0" : "") + String(u.value, radix: 16) : String(u)
+        }
+    }
+    return out + "\""
+}
+
+func jsonNumber(_ v: Double?) -> String {
+    guard let v, v.isFinite else { return "null" }
+    return "\(v)"
+}
+
+/// When BENCH_JSON names a file, appends one measurement to it as a line of JSON:
+/// suite, case, value, unit, baseline (name or null), baselineValue, ratio and where.
+func record(_ suite: String, _ name: String, value: Double, unit: String, baseline: String? = nil,
+            baselineValue: Double? = nil, ratio: Double? = nil) {
+    guard let path = getenv("BENCH_JSON").map({ String(cString: $0) }), !path.isEmpty else { return }
+    let line = "{\"suite\": \(jsonString(suite)), \"case\": \(jsonString(name)), \"value\": \(jsonNumber(value)), "
+        + "\"unit\": \(jsonString(unit)), \"baseline\": \(baseline.map(jsonString) ?? "null"), "
+        + "\"baselineValue\": \(jsonNumber(baselineValue)), \"ratio\": \(jsonNumber(ratio)), \"where\": \(jsonString(benchWhere))}\n"
+    guard let f = fopen(path, "a") else { fail("BENCH_JSON=\(path): cannot open it for appending (errno \(errno))") }
+    fputs(line, f)
+    fclose(f)
+}
+
+/// A Swift/C pair of medians, printed and recorded with its ratio.
+func reportPair(_ suite: String, _ name: String, swift: [Double], c: [Double], unit: String = "ns/op") {
+    let s = median(swift), k = median(c)
+    print("    \(name): Swift \(fmt(s)) \(unit), C \(fmt(k)) \(unit), Swift/C \(fmt(s / k, 3))x (medians of \(swift.count))")
+    record(suite, name, value: s, unit: unit, baseline: "C floor (same ioctls)", baselineValue: k, ratio: s / k)
+}
+
+func sizeName(_ size: PageSize) -> String {
+    size == .size1G ? "1 GiB" : size == .size2M ? "2 MiB" : "4 KiB"
+}
+
+/// Where the kernel cases map: 1 GiB, inside the mock IOMMU's aperture (16 MiB to 2 GiB).
+let iovaBase: UInt64 = 1 << 30
+
+func ioasWith(_ ctx: borrowing IOMMUFDContext, domain: Bool) throws(IOMMUFDError) -> IOASID {
+    let ioas = try ctx.allocateIOAS()
+    if domain { _ = try ctx.addMockDevice(to: PageTableID(ioas)) }
+    return ioas
+}
+
+func check(_ e: CInt, _ what: String) { if e != 0 { fail("C \(what): errno \(e)") } }
+
+// MARK: Pages
+
+/// `count` areas of `size` (hugetlb-backed for 2 MiB and 1 GiB), mapped one ioctl each then
+/// unmapped, and the whole buffer mapped as one range then unmapped; Swift and C take turns
+/// each round (which goes first alternates) at the same IOVAs. Per-op medians over `rounds`.
+func pageCosts(_ ctx: borrowing IOMMUFDContext, domain: Bool, size: PageSize, count: Int, rounds: Int) throws(IOMMUFDError) {
+    let label = domain ? "mock domain" : "no domain"
+    let buffer: DMABuffer
+    do {
+        buffer = try DMABuffer(length: Int(size.bytes) * count, hugePages: size == .size4K ? nil : size, populate: true)
+    } catch {
+        print("  \(sizeName(size)) pages, \(label): not available here: \(error)")
+        record("pages", "\(sizeName(size)) pages available", value: 0, unit: "available")
+        return
+    }
+    record("pages", "\(sizeName(size)) pages available", value: 1, unit: "available")
+    let ioas = try ioasWith(ctx, domain: domain)
+    let fd = ctx.descriptor
+    let host = buffer.address.rawValue, total = UInt64(count) * size.bytes
+    let whole = iovaRange(iovaBase, total), all = buffer.range
+    var swiftMap: [Double] = [], swiftUnmap: [Double] = [], cMap: [Double] = [], cUnmap: [Double] = []
+    var swiftRangeMap: [Double] = [], swiftRangeUnmap: [Double] = [], cRangeMap: [Double] = [], cRangeUnmap: [Double] = []
+    var failure: IOMMUFDError?
+    func swiftRound(_ record: Bool) {
+        let t0 = now()
+        do throws(IOMMUFDError) {
+            for k in 0..<UInt64(count) {
+                let h = try! HostRange(base: HostAddress(host + k * size.bytes), length: size.bytes)
+                _ = try ctx.map(h, into: ioas, at: IOVA(iovaBase + k * size.bytes))
+            }
+            let t1 = now()
+            for k in 0..<UInt64(count) { _ = try ctx.unmap(iovaRange(iovaBase + k * size.bytes, size.bytes), from: ioas) }
+            let t2 = now()
+            _ = try ctx.map(all, into: ioas, at: whole.first)
+            let t3 = now()
+            _ = try ctx.unmap(whole, from: ioas)
+            let t4 = now()
+            guard record else { return }
+            swiftMap.append(Double(t1 - t0) / Double(count)); swiftUnmap.append(Double(t2 - t1) / Double(count))
+            swiftRangeMap.append(Double(t3 - t2)); swiftRangeUnmap.append(Double(t4 - t3))
+        } catch { failure = error }
+    }
+    func cRound(_ record: Bool) {
+        let flags = readWrite
+        let t0 = now()
+        check(cc_map_many(fd, ioas.rawValue, host, size.bytes, iovaBase, UInt32(count), flags), "map")
+        let t1 = now()
+        check(cc_unmap_many(fd, ioas.rawValue, iovaBase, size.bytes, UInt32(count)), "unmap")
+        let t2 = now()
+        check(cc_map(fd, ioas.rawValue, host, total, iovaBase, flags), "range map")
+        let t3 = now()
+        check(cc_unmap(fd, ioas.rawValue, iovaBase, total), "range unmap")
+        let t4 = now()
+        guard record else { return }
+        cMap.append(Double(t1 - t0) / Double(count)); cUnmap.append(Double(t2 - t1) / Double(count))
+        cRangeMap.append(Double(t3 - t2)); cRangeUnmap.append(Double(t4 - t3))
+    }
+    for round in -1..<rounds {  // round -1 warms up
+        if round % 2 == 0 { swiftRound(round >= 0); cRound(round >= 0) } else { cRound(round >= 0); swiftRound(round >= 0) }
+        if let failure { throw failure }
+    }
+    let name = "\(sizeName(size)), \(label)"
+    reportPair("pages", "map \(name), singly (\(count) areas)", swift: swiftMap, c: cMap)
+    reportPair("pages", "unmap \(name), singly (\(count) areas)", swift: swiftUnmap, c: cUnmap)
+    reportPair("pages", "map \(name), one range of \(count)", swift: swiftRangeMap, c: cRangeMap, unit: "ns/call")
+    reportPair("pages", "unmap \(name), one range of \(count)", swift: swiftRangeUnmap, c: cRangeUnmap, unit: "ns/call")
+}
+
+// MARK: Churn
+
+/// A small deterministic generator (xorshift64*), so Swift and C get the same operations.
+struct Xorshift {
+    var state: UInt64
+    mutating func next() -> UInt64 {
+        state ^= state >> 12; state ^= state << 25; state ^= state >> 27
+        return state &* 2_685_821_657_736_338_717
+    }
+}
+
+/// Random map/unmap churn over `slots` one-page slots: batches of `batch` random slots, each
+/// mapped if free and unmapped if mapped, the same sequence through Swift (IOVAs from 1 GiB)
+/// and through C (from 1.25 GiB) in turn, which goes first alternating. Per-op medians of batches.
+func churnCosts(_ ctx: borrowing IOMMUFDContext, domain: Bool, batches: [Int], operations: Int, slots: Int) throws(IOMMUFDError) {
+    let label = domain ? "mock domain" : "no domain"
+    let ioas = try ioasWith(ctx, domain: domain)
+    let fd = ctx.descriptor
+    let buffer = try DMABuffer(length: slots * Int(page), populate: true)
+    let host = buffer.address.rawValue
+    let swiftBase = iovaBase, cBase = iovaBase + (256 << 20)
+    var rng = Xorshift(state: 0x9E37_79B9_7F4A_7C15)
+    var mapped = [Bool](repeating: false, count: slots)
+    print("kernel, \(label): random map/unmap churn over \(slots) one-page slots, \(operations) operations per batch size")
+    for batch in batches {
+        var swiftNs: [Double] = [], cNs: [Double] = []
+        var offsets = [UInt64](repeating: 0, count: batch), maps = [UInt8](repeating: 0, count: batch)
+        var cIOVAs = [UInt64](repeating: 0, count: batch), userVAs = [UInt64](repeating: 0, count: batch)
+        var failure: IOMMUFDError?
+        for b in -1..<max(1, operations / batch) {  // b == -1 warms up
+            for k in 0..<batch {
+                let slot = Int(rng.next() % UInt64(slots))
+                offsets[k] = UInt64(slot) * page
+                maps[k] = mapped[slot] ? 0 : 1
+                mapped[slot].toggle()
+                cIOVAs[k] = cBase + offsets[k]
+                userVAs[k] = host + offsets[k]
+            }
+            func swift() -> Double {
+                let t = now()
+                do throws(IOMMUFDError) {
+                    for k in 0..<batch {
+                        if maps[k] == 1 {
+                            let h = try! HostRange(base: HostAddress(userVAs[k]), length: page)
+                            _ = try ctx.map(h, into: ioas, at: IOVA(swiftBase + offsets[k]))
+                        } else {
+                            _ = try ctx.unmap(iovaRange(swiftBase + offsets[k], page), from: ioas)
+                        }
+                    }
+                } catch { failure = error }
+                return Double(now() - t) / Double(batch)
+            }
+            func c() -> Double {
+                let t = now()
+                check(cc_churn(fd, ioas.rawValue, cIOVAs, userVAs, maps, UInt32(batch), page, readWrite), "churn")
+                return Double(now() - t) / Double(batch)
+            }
+            let (s, k): (Double, Double)
+            if b % 2 == 0 { s = swift(); k = c() } else { k = c(); s = swift() }
+            if let failure { throw failure }
+            if b >= 0 { swiftNs.append(s); cNs.append(k) }
+        }
+        reportPair("churn", "churn, batches of \(batch), \(label)", swift: swiftNs, c: cNs)
+    }
+    _ = try ctx.unmapAll(from: ioas)
+}
+
+// MARK: Copy
+
+/// `count` areas of `size` (4 KiB pages) mapped into a source IOAS; a second IOAS gets each by
+/// `IOMMU_IOAS_COPY` and a third by a second `IOMMU_IOAS_MAP`, through Swift and through C, the
+/// four calls timed one by one in an order that rotates.
+func copyCosts(_ ctx: borrowing IOMMUFDContext, domain: Bool, size: PageSize, count: Int) throws(IOMMUFDError) {
+    let label = domain ? "mock domain" : "no domain"
+    let fd = ctx.descriptor
+    let buffer = try DMABuffer(length: Int(size.bytes) * count, populate: true)
+    let host = buffer.address.rawValue
+    let source = try ioasWith(ctx, domain: domain), copies = try ioasWith(ctx, domain: domain), maps = try ioasWith(ctx, domain: domain)
+    let cOffset: UInt64 = 512 << 20
+    var swiftCopy: [Double] = [], cCopy: [Double] = [], swiftMap: [Double] = [], cMap: [Double] = []
+    var failure: IOMMUFDError?
+    for k in 0..<UInt64(count) {
+        let iova = iovaBase + k * size.bytes
+        let h = try! HostRange(base: HostAddress(host + k * size.bytes), length: size.bytes)
+        _ = try ctx.map(h, into: source, at: IOVA(iova))
+        let r = iovaRange(iova, size.bytes)
+        for i in 0..<4 {
+            let t = now()
+            switch (i + Int(k)) % 4 {
+            case 0:
+                do throws(IOMMUFDError) { _ = try ctx.copy(r, from: source, to: copies, at: r.first) } catch { failure = error }
+                swiftCopy.append(Double(now() - t))
+            case 1:
+                check(cc_copy(fd, copies.rawValue, source.rawValue, iova, size.bytes, iova + cOffset, readWrite), "copy")
+                cCopy.append(Double(now() - t))
+            case 2:
+                do throws(IOMMUFDError) { _ = try ctx.map(h, into: maps, at: r.first) } catch { failure = error }
+                swiftMap.append(Double(now() - t))
+            default:
+                check(cc_map(fd, maps.rawValue, h.first.rawValue, size.bytes, iova + cOffset, readWrite), "map")
+                cMap.append(Double(now() - t))
+            }
+        }
+        if let failure { throw failure }
+    }
+    for id in [source, copies, maps] { _ = try ctx.unmapAll(from: id) }
+    let name = "\(sizeName(size)) areas, \(label)"
+    reportPair("copy", "second IOAS by IOAS_COPY, \(name)", swift: swiftCopy, c: cCopy, unit: "ns/call")
+    reportPair("copy", "second IOAS by IOAS_MAP, \(name)", swift: swiftMap, c: cMap, unit: "ns/call")
+    let copyMedian = median(cCopy), mapMedian = median(cMap)
+    print("    IOAS_COPY / second IOAS_MAP (C), \(name): \(fmt(copyMedian / mapMedian, 3))x")
+    record("copy", "IOAS_COPY against a second IOAS_MAP, \(name)", value: copyMedian, unit: "ns/call",
+           baseline: "second IOAS_MAP (C)", baselineValue: mapMedian, ratio: copyMedian / mapMedian)
+}
+
+/// The kernel suite beyond one 4 KiB page: pages of three sizes, churn, copy; no domain and
+/// a mock domain. `scale` 1 is the full run; the quick run passes a smaller one.
+func suite(scale: Int) throws(IOMMUFDError) {
+    let ctx = try IOMMUFDContext()
+    guard ctx.hasMockIOMMU else { fail("this kernel has no mock IOMMU (CONFIG_IOMMUFD_TEST)") }
+    let rounds = max(3, 20 / scale)
+    for domain in [false, true] {
+        print("kernel, \(domain ? "mock-IOMMU domain" : "no domain"): map/unmap loops, Swift and C in turn, \(rounds) rounds")
+        try pageCosts(ctx, domain: domain, size: .size4K, count: max(16, 256 / scale), rounds: rounds)
+        try pageCosts(ctx, domain: domain, size: .size2M, count: max(2, 16 / scale), rounds: rounds)
+        try pageCosts(ctx, domain: domain, size: .size1G, count: 1, rounds: max(3, rounds / 4))
+        try churnCosts(ctx, domain: domain, batches: [1, 8, 64, 256], operations: max(512, 8192 / scale), slots: 512)
+        print("kernel, \(domain ? "mock-IOMMU domain" : "no domain"): a second IOAS by IOAS_COPY and by IOAS_MAP")
+        try copyCosts(ctx, domain: domain, size: .size4K, count: max(32, 256 / scale))
+        try copyCosts(ctx, domain: domain, size: .size2M, count: max(4, 32 / scale))
+    }
+}
