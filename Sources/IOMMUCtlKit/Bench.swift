@@ -254,8 +254,13 @@ public func runBench(_ options: BenchOptions, iommufdPath: String = "/dev/iommu"
                         try mapCases(ctx, try ioas(domain), plain, size: size, count: count, rounds: options.rounds,
                                      domain: domain, backing: "4 KiB pages", into: &report.cases)
                     } else {
-                        report.skipped.append(BenchSkip(name: "\(sizeLabel(size)) areas, domain \(domain)",
-                                                        reason: "\(error) (reserve 1 GiB pages: hugepagesz=1G hugepages=1 on the kernel command line)"))
+                        let sizes = sysfs.names("/sys/kernel/mm/hugepages")
+                        let why = sizes.contains("hugepages-1048576kB")
+                            ? "none of them is free: reserve one, hugepagesz=1G hugepages=1 on the kernel command line or "
+                                + "`echo 1 > /sys/kernel/mm/hugepages/hugepages-1048576kB/nr_hugepages`"
+                            : "this kernel has no 1 GiB huge page size (sysfs lists \(sizes.isEmpty ? "none" : sizes.joined(separator: ", "))): boot it with "
+                                + "hugepagesz=1G hugepages=1, on a CPU that has 1 GiB pages (x86: the pdpe1gb flag)"
+                        report.skipped.append(BenchSkip(name: "\(sizeLabel(size)) areas, domain \(domain)", reason: "\(error); \(why)"))
                     }
                     return
                 }

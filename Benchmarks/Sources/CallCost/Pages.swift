@@ -34,7 +34,7 @@ func jsonNumber(_ v: Double?) -> String {
 func record(_ suite: String, _ name: String, value: Double, unit: String, baseline: String? = nil,
             baselineValue: Double? = nil, ratio: Double? = nil) {
     guard let path = getenv("BENCH_JSON").map({ String(cString: $0) }), !path.isEmpty else { return }
-    let line = "{\"suite\": \(jsonString(suite)), \"case\": \(jsonString(name)), \"value\": \(jsonNumber(value)), "
+    let line = "{\"suite\": \(jsonString("CallCost " + suite)), \"case\": \(jsonString(name)), \"value\": \(jsonNumber(value)), "
         + "\"unit\": \(jsonString(unit)), \"baseline\": \(baseline.map(jsonString) ?? "null"), "
         + "\"baselineValue\": \(jsonNumber(baselineValue)), \"ratio\": \(jsonNumber(ratio)), \"where\": \(jsonString(benchWhere))}\n"
     guard let f = fopen(path, "a") else { fail("BENCH_JSON=\(path): cannot open it for appending (errno \(errno))") }
@@ -76,10 +76,10 @@ func pageCosts(_ ctx: borrowing IOMMUFDContext, domain: Bool, size: PageSize, co
         buffer = try DMABuffer(length: Int(size.bytes) * count, hugePages: size == .size4K ? nil : size, populate: true)
     } catch {
         print("  \(sizeName(size)) pages, \(label): not available here: \(error)")
-        record("pages", "\(sizeName(size)) pages available", value: 0, unit: "available")
+        record("pages", "\(sizeName(size)) pages available, \(label)", value: 0, unit: "available")
         return
     }
-    record("pages", "\(sizeName(size)) pages available", value: 1, unit: "available")
+    record("pages", "\(sizeName(size)) pages available, \(label)", value: 1, unit: "available")
     let ioas = try ioasWith(ctx, domain: domain)
     let fd = ctx.descriptor
     let host = buffer.address.rawValue, total = UInt64(count) * size.bytes
