@@ -34,6 +34,12 @@ EXPECTED = [
     ("CallCost churn", "CallCost suite", "vm", "vm/callcost-suite.txt"),
     ("CallCost copy", "CallCost suite", "vm", "vm/callcost-suite.txt"),
 ]
+# What wrote each console log (report.sh's names).
+LOGS = {
+    "walk.txt": "host: WalkBenchmark",
+    "mirror-host.txt": "host: MirrorBenchmark host, then MirrorBenchmark allocs",
+    "vm/mirror-kernel.txt": "vm: MirrorBenchmark kernel",
+}
 
 
 def load_records(path):
@@ -191,6 +197,9 @@ def main(run, outdir):
     for old in os.listdir(plots):
         if old.endswith(".svg"):
             os.remove(os.path.join(plots, old))
+    # The records themselves go beside the doc: every figure in it can be traced to one.
+    with open(os.path.join(plots, "records.jsonl"), "w") as f:
+        f.writelines(json.dumps(r) + "\n" for r in records)
     by_suite = {}
     for r in records:
         by_suite.setdefault(r["suite"], []).append(r)
@@ -200,7 +209,8 @@ def main(run, outdir):
               "that one run, and each row says where it was measured: `host` is the machine below, `vm` the test VM "
               "(`Harness/run-in-vm.sh`, QEMU TCG on that machine). Under TCG times are not bare-metal figures: only ratios "
               "within one run mean something. Records: one JSON object a measurement (`BENCH_JSON`, see "
-              "`Benchmarks/README.md`)" + (f"; {bad} malformed lines were skipped." if bad else "."))
+              "`Benchmarks/README.md`), all kept in [`benchmarks/records.jsonl`](benchmarks/records.jsonl)"
+              + (f"; {bad} malformed lines were skipped." if bad else "."))
     if facts["mode"] == "quick":
         md.append("")
         md.append("**Quick mode**: smaller counts than the full run (`Benchmarks/report.sh` without `--quick`); the "
@@ -244,8 +254,8 @@ def main(run, outdir):
         avail = [r for r in by_suite.get("CallCost pages", []) if r["case"].startswith(f"{size} pages available")]
         if avail:
             state = "available" if all(r["value"] == 1 for r in avail) else "not available"
-            heads.append(f"- {size} pages in the VM: **{state}** (measured: the benchmark's hugetlb allocation"
-                         + ("" if state == "available" else "; the reason is in the machine notes above and the log below") + ")")
+            heads.append(f"- {size} pages in the VM: **{state}** (measured: the benchmark's hugetlb allocation "
+                         + ("succeeded)" if state == "available" else "failed; the VM kernel's log under Machines says why)"))
     md += heads if heads else ["No paired measurement was recorded in this run."]
     md.append("")
 
@@ -290,7 +300,7 @@ def main(run, outdir):
                 path = os.path.join(run, name)
                 if os.path.exists(path) and suite in ("WalkBenchmark", "MirrorBenchmark"):
                     with open(path) as f:
-                        text += (f"$ {name} ({'vm' if name.startswith('vm/') else 'host'})\n" + f.read().strip() + "\n")
+                        text += f"== {LOGS.get(name, name)}\n" + f.read().strip() + "\n"
             if text:
                 md += ["<details><summary>its console output in this run (not parsed)</summary>", "", "```", text.strip(), "```",
                        "", "</details>", ""]

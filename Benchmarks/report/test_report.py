@@ -36,8 +36,10 @@ class ReportTest(unittest.TestCase):
             self.assertIn("1 GiB pages in the VM: **not available**", md)
             self.assertIn("### Fixture extra", md)
             self.assertIn("- skipped: 1 GiB areas, domain none: fixture reason", md)
-            plots = sorted(os.listdir(os.path.join(out, "benchmarks")))
+            plots = sorted(p for p in os.listdir(os.path.join(out, "benchmarks")) if p.endswith(".svg"))
             self.assertEqual(plots, ["churn.svg", "iommuctl-bench.svg", "pages.svg", "swift-vs-c-ratio.svg"])
+            with open(os.path.join(out, "benchmarks", "records.jsonl")) as f:
+                self.assertEqual(len(f.readlines()), 7)
             for p in plots:
                 root = ET.parse(os.path.join(out, "benchmarks", p)).getroot()
                 self.assertTrue(root.tag.endswith("svg"), p)
