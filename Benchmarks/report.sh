@@ -9,7 +9,8 @@
 #
 # Host: CallCost (allocations on the model; instructions per call under callgrind, through
 # call-cost.sh), WalkBenchmark, MirrorBenchmark host and allocs. VM (one boot of
-# Harness/run-in-vm.sh, 4 GiB, "hugepagesz=1G hugepages=1" appended for 1 GiB pages): CallCost
+# Harness/run-in-vm.sh, 4 GiB, "hugepagesz=1G hugepages=1" appended and a CPU model with 1 GiB
+# pages, qemu64,+pdpe1gb, for 1 GiB pages): CallCost
 # kernel (one 4 KiB page, call by call) and suite (pages of three sizes, churn, IOAS_COPY),
 # MirrorBenchmark kernel and `iommuctl bench --json`. Every binary appends its measurements to
 # one file named by BENCH_JSON; Benchmarks/report/report.py turns them into the doc, with no
@@ -29,10 +30,10 @@ while [ $# -gt 0 ]; do
 done
 if [ "$mode" = quick ]; then
   calls=20000 walk=quick mirror=4000 kernel_rounds=10 scale=4 vm_mirror=2000
-  bench_args=(--areas-4k 64 --areas-2m 8 --rounds 3 --copy-areas 32 --mirror-changes 1000)
+  bench_args=(--areas-4k 64 --areas-2m 8 --areas-1g 1 --rounds 3 --copy-areas 32 --mirror-changes 1000)
 else
   calls=100000 walk="" mirror=20000 kernel_rounds=40 scale=1 vm_mirror=10000
-  bench_args=(--areas-4k 256 --areas-2m 16 --rounds 5 --copy-areas 64 --mirror-changes 4000)
+  bench_args=(--areas-4k 256 --areas-2m 16 --areas-1g 1 --rounds 5 --copy-areas 64 --mirror-changes 4000)
 fi
 
 python=${REPORT_PYTHON:-}
@@ -83,7 +84,7 @@ grep -m1 "model name" /proc/cpuinfo | cut -d: -f2- > /tmp/hil/cpu; grep MemTotal
 '"$bin/CallCost suite $scale"' > /tmp/hil/callcost-suite.txt 2>&1 || exit 12
 '"$bin/MirrorBenchmark kernel $vm_mirror"' > /tmp/hil/mirror-kernel.txt 2>&1 || exit 13
 '"$bin/iommuctl bench --json ${bench_args[*]}"' > /tmp/hil/bench.json 2> /tmp/hil/bench.err || exit 14'
-HIL_KERNEL=$kernel HIL_OUT=$run/vm ../Harness/run-in-vm.sh --timeout 3000 --memory 4096 --append "hugepagesz=1G hugepages=1" \
+HIL_KERNEL=$kernel HIL_OUT=$run/vm ../Harness/run-in-vm.sh --timeout 3000 --memory 4096 --append "hugepagesz=1G hugepages=1" --cpu qemu64,+pdpe1gb \
   -- /bin/sh -c "$vm_script" > "$run/vm/console.txt" 2>&1 || {
   rc=$?
   echo "report: the VM part failed (exit $rc; 11-14 name the step); its console:" >&2
@@ -105,7 +106,7 @@ COMMANDS="Benchmarks/report.sh$([ "$mode" = quick ] && echo " --quick")
 Benchmarks/call-cost.sh $calls
 Benchmarks/.build/release/WalkBenchmark $walk
 Benchmarks/.build/release/MirrorBenchmark host $mirror; Benchmarks/.build/release/MirrorBenchmark allocs
-Harness/run-in-vm.sh --memory 4096 --append \"hugepagesz=1G hugepages=1\" -- sh -c 'CallCost kernel $kernel_rounds; CallCost suite $scale; MirrorBenchmark kernel $vm_mirror; $bench_command'" \
+Harness/run-in-vm.sh --memory 4096 --append \"hugepagesz=1G hugepages=1\" --cpu qemu64,+pdpe1gb -- sh -c 'CallCost kernel $kernel_rounds; CallCost suite $scale; MirrorBenchmark kernel $vm_mirror; $bench_command'" \
 "$python" - <<'EOF'
 import json, os
 e = os.environ
