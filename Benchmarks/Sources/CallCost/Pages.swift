@@ -242,8 +242,9 @@ func churnCosts(_ ctx: borrowing IOMMUFDContext, domain: Bool, batches: [Int], o
 // MARK: Copy
 
 /// `count` areas of `size` (4 KiB pages) mapped into a source IOAS; a second IOAS gets each by
-/// `IOMMU_IOAS_COPY` and a third by a second `IOMMU_IOAS_MAP`, through Swift and through C, the
-/// four calls timed one by one in an order that rotates.
+/// `IOMMU_IOAS_COPY` and a third by a second `IOMMU_IOAS_MAP`, through Swift (at the source's
+/// IOVAs) and through C (512 MiB above): first every copy, then every map, Swift and C in turn
+/// call by call, which goes first alternating (as the page cases), each call timed.
 func copyCosts(_ ctx: borrowing IOMMUFDContext, domain: Bool, size: PageSize, count: Int) throws(IOMMUFDError) {
     let label = domain ? "mock domain" : "no domain"
     let fd = ctx.descriptor
@@ -253,29 +254,36 @@ func copyCosts(_ ctx: borrowing IOMMUFDContext, domain: Bool, size: PageSize, co
     let cOffset: UInt64 = 512 << 20
     var swiftCopy: [Double] = [], cCopy: [Double] = [], swiftMap: [Double] = [], cMap: [Double] = []
     var failure: IOMMUFDError?
-    for k in 0..<UInt64(count) {
-        let iova = iovaBase + k * size.bytes
-        let h = try! HostRange(base: HostAddress(host + k * size.bytes), length: size.bytes)
-        _ = try ctx.map(h, into: source, at: IOVA(iova))
-        let r = iovaRange(iova, size.bytes)
-        for i in 0..<4 {
-            let t = now()
-            switch (i + Int(k)) % 4 {
-            case 0:
-                do throws(IOMMUFDError) { _ = try ctx.copy(r, from: source, to: copies, at: r.first) } catch { failure = error }
-                swiftCopy.append(Double(now() - t))
-            case 1:
-                check(cc_copy(fd, copies.rawValue, source.rawValue, iova, size.bytes, iova + cOffset, readWrite), "copy")
-                cCopy.append(Double(now() - t))
-            case 2:
-                do throws(IOMMUFDError) { _ = try ctx.map(h, into: maps, at: r.first) } catch { failure = error }
-                swiftMap.append(Double(now() - t))
-            default:
-                check(cc_map(fd, maps.rawValue, h.first.rawValue, size.bytes, iova + cOffset, readWrite), "map")
-                cMap.append(Double(now() - t))
+    func area(_ k: UInt64) -> (HostRange, IOVARange) {
+        (try! HostRange(base: HostAddress(host + k * size.bytes), length: size.bytes), iovaRange(iovaBase + k * size.bytes, size.bytes))
+    }
+    for k in 0..<UInt64(count) { _ = try ctx.map(area(k).0, into: source, at: area(k).1.first) }
+    for copy in [true, false] {
+        for k in 0..<UInt64(count) {
+            let (h, r) = area(k)
+            func swift() -> Double {
+                let t = now()
+                do throws(IOMMUFDError) {
+                    if copy { _ = try ctx.copy(r, from: source, to: copies, at: r.first) } else { _ = try ctx.map(h, into: maps, at: r.first) }
+                } catch { failure = error }
+                return Double(now() - t)
             }
+            func c() -> Double {
+                let t = now()
+                if copy {
+                    check(cc_copy(fd, copies.rawValue, source.rawValue, r.first.rawValue, size.bytes, r.first.rawValue + cOffset, readWrite), "copy")
+                } else {
+                    check(cc_map(fd, maps.rawValue, h.first.rawValue, size.bytes, r.first.rawValue + cOffset, readWrite), "map")
+                }
+                return Double(now() - t)
+            }
+            let swiftFirst = k % 2 == 0
+            let first = swiftFirst ? swift() : c()
+            let second = swiftFirst ? c() : swift()
+            if let failure { throw failure }
+            let (sNs, cNs) = swiftFirst ? (first, second) : (second, first)
+            if copy { swiftCopy.append(sNs); cCopy.append(cNs) } else { swiftMap.append(sNs); cMap.append(cNs) }
         }
-        if let failure { throw failure }
     }
     for id in [source, copies, maps] { _ = try ctx.unmapAll(from: id) }
     let name = "\(sizeName(size)) areas, \(label)"
