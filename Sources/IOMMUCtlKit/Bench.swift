@@ -211,6 +211,9 @@ struct BenchStep {
 /// - Parameter progress: Called before each step with its index, the number of steps and its
 ///   label, and once more with index == total at the end.
 /// - Throws: ``IOMMUFDError`` from the kernel (no /dev/iommu, a map refused), ``ToolError``.
+///
+/// The corresponding ioctls are `IOMMU_IOAS_ALLOC`, `IOMMU_IOAS_MAP`, `IOMMU_IOAS_UNMAP`,
+/// `IOMMU_IOAS_COPY`, `IOMMU_IOAS_IOVA_RANGES` and `IOMMU_TEST_CMD` (the mock device).
 public func runBench(_ options: BenchOptions, iommufdPath: String = "/dev/iommu", sysfs: any SysfsAccess = LinuxSysfs(),
                      progress: (Int, Int, String) -> Void = { _, _, _ in }) throws -> BenchReport {
     try options.validate()
