@@ -24,7 +24,7 @@ let package = Package(
         .target(name: "CallCostFloor", dependencies: [.product(name: "IOMMUFD", package: rootPackage)]),
         .executableTarget(
             name: "CallCost",
-            dependencies: ["CallCostFloor", .product(name: "IOMMUFD", package: rootPackage),
+            dependencies: ["BenchRecord", "CallCostFloor", .product(name: "IOMMUFD", package: rootPackage),
                            .product(name: "IOMMUFDModel", package: rootPackage)]),
         // The mirror engine per change, against the null target, the model and the real kernel.
         .executableTarget(

@@ -10,7 +10,8 @@
 #                                         user-space instructions of real calls (callgrind)
 #
 # Builds CallCost with a plain `swift build -c release`. Instruction counts are per call and
-# include the loop around the call ("swift loop only" shows that part). valgrind 3.19 cannot
+# include the loop around the call ("swift loop only" shows that part). With BENCH_JSON=FILE,
+# every figure is also appended to FILE as a line of JSON (see Benchmarks/README.md). valgrind 3.19 cannot
 # read this toolchain's DWARF 5, so callgrind runs a copy without debug info.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -27,6 +28,25 @@ per_call() {
   done
 }
 
+# With BENCH_JSON set: one JSON record a region (per_call's lines on standard input), each Swift
+# region beside the C region of the same name as its floor.
+json_records() {
+  [ -n "${BENCH_JSON:-}" ] || { cat > /dev/null; return 0; }
+  awk -v where="$1" '
+    { line = $0; sub(/^ +/, "", line); i = index(line, ":"); name = substr(line, 1, i - 1); val[name] = substr(line, i + 1) + 0; order[++k] = name }
+    END {
+      for (j = 1; j <= k; j++) {
+        name = order[j]; c = name; sub(/swift /, "c ", c)
+        if (name ~ /(^| )c / ) continue
+        if (c != name && (c in val)) {
+          printf "{\"suite\": \"CallCost instructions\", \"case\": \"%s\", \"value\": %s, \"unit\": \"instructions/call\", \"baseline\": \"%s (C floor)\", \"baselineValue\": %s, \"ratio\": %s, \"where\": \"%s\"}\n", name, val[name], c, val[c], (val[c] > 0 ? val[name] / val[c] : "null"), where
+        } else {
+          printf "{\"suite\": \"CallCost instructions\", \"case\": \"%s\", \"value\": %s, \"unit\": \"instructions/call\", \"baseline\": null, \"baselineValue\": null, \"ratio\": null, \"where\": \"%s\"}\n", name, val[name], where
+        }
+      }
+    }' >> "$BENCH_JSON"
+}
+
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 if [ "${1:-}" = vm ]; then
@@ -35,12 +55,16 @@ if [ "${1:-}" = vm ]; then
   HIL_KERNEL=$kernel HIL_OUT=$out ../Harness/run-in-vm.sh -- /bin/sh -c \
     "$bin kernel $rounds && valgrind --tool=callgrind --callgrind-out-file=/tmp/hil/cg.out .build/CallCost.stripped kernel 10000 > /dev/null 2> /tmp/hil/valgrind.log"
   echo "user-space instructions per real call (callgrind in the VM, 10000 calls per region, no domain):"
-  per_call "$out"/cg.out.*
+  counts=$(per_call "$out"/cg.out.*)
+  echo "$counts"
+  echo "$counts" | json_records vm
 else
   n=${1:-100000}
   "$bin" model
   valgrind --tool=callgrind --callgrind-out-file="$out/cg.out" .build/CallCost.stripped stub "$n" > "$out/stdout" 2> "$out/stderr" \
     || { cat "$out/stderr"; exit 1; }
   echo "instructions per call (callgrind, ioctl stubbed out, $n calls per region):"
-  per_call "$out"/cg.out.*
+  counts=$(per_call "$out"/cg.out.*)
+  echo "$counts"
+  echo "$counts" | json_records host
 fi

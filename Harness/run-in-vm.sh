@@ -5,24 +5,31 @@
 # so binaries built here run unchanged; the working directory is the same (also under /tmp);
 # /tmp, /run, /dev, /proc and /sys are the VM's own.
 #
-#   Harness/run-in-vm.sh [--timeout SECONDS] [--kvm] [--scalable] [--memory MiB] -- COMMAND...
+#   Harness/run-in-vm.sh [--timeout SECONDS] [--kvm] [--scalable] [--memory MiB] [--append ARGS] [--cpu MODEL] -- COMMAND...
+#
+# --append adds kernel command-line arguments after the harness's own (e.g. "hugepagesz=1G
+# hugepages=1" to reserve a 1 GiB page; give the VM --memory for it). --cpu gives QEMU a CPU
+# model (default: QEMU's own under TCG, the host's with --kvm); QEMU's default TCG model has no
+# 1 GiB pages, so a 1 GiB page needs e.g. --cpu qemu64,+pdpe1gb.
 #
 # Environment: HIL_KERNEL=path/to/bzImage to skip the kernel build; HIL_OUT=dir to keep the
 # work share (files the command writes to /tmp/hil come back there).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-timeout=900 accel=tcg scalable="" memory=2048
+timeout=900 accel=tcg scalable="" memory=2048 append="" cpu=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --timeout) timeout=$2; shift 2 ;;
     --kvm) accel=kvm; shift ;;
     --scalable) scalable=",x-scalable-mode=on,x-flts=on"; shift ;;
     --memory) memory=$2; shift 2 ;;
+    --append) append=" $2"; shift 2 ;;
+    --cpu) cpu=$2; shift 2 ;;
     --) shift; break ;;
     *) break ;;
   esac
 done
-[ $# -gt 0 ] || { echo "usage: $0 [--timeout S] [--kvm] [--scalable] [--memory MiB] -- COMMAND..." >&2; exit 2; }
+[ $# -gt 0 ] || { echo "usage: $0 [--timeout S] [--kvm] [--scalable] [--memory MiB] [--append ARGS] [--cpu MODEL] -- COMMAND..." >&2; exit 2; }
 
 kernel=${HIL_KERNEL:-$("$here/build-kernel.sh" | tail -1)}
 cache=${XDG_CACHE_HOME:-${HOME:-/root}/.cache}/swift-iommufd
@@ -73,11 +80,11 @@ qemu=(qemu-system-x86_64 -accel "$accel" -smp 2 -m "${memory}M" -nographic -no-r
   -fsdev "local,id=work,path=$work,security_model=none"
   -device virtio-9p-pci,fsdev=work,mount_tag=work,bus=pcie.0
   -nic none -kernel "$kernel" -initrd "$initrd"
-  -append "console=ttyS0 intel_iommu=on quiet panic=-1 hugepages=64 rdinit=/init no_timer_check")
+  -append "console=ttyS0 intel_iommu=on quiet panic=-1 hugepages=64 rdinit=/init no_timer_check${append}")
 # no_timer_check: the kernel's boot test of the IO-APIC timer counts ticks over a busy-wait;
 # under TCG on a loaded host the ticks come late and it panics ("timer doesn't work through
 # Interrupt-remapped IO-APIC"). QEMU's timer is known good, so skip the test.
-[ "$accel" = kvm ] && qemu+=(-cpu host)
+if [ -n "$cpu" ]; then qemu+=(-cpu "$cpu"); elif [ "$accel" = kvm ]; then qemu+=(-cpu host); fi
 
 # A TCG boot takes seconds; on a loaded host one has been seen to hang before init ran, with
 # nothing on the console. A boot that has not reached init within boot_limit seconds is

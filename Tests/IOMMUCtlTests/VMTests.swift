@@ -40,4 +40,17 @@ struct VMTests {
         #expect(check.status == 3, "\(check.stderr)")
         #expect(check.stdout.contains("2 of 2 devices refused"), "\(check.stdout)")
     }
+
+    /// `bench --vm --json` with small counts: the measurements come back as clean JSON.
+    @Test func benchRunsInTheVMAndItsJSONParses() throws {
+        let kernel = try #require(cachedTestKernel)
+        let r = try runTool(["bench", "--vm", "--json", "--vm-timeout", "400", "--areas-4k", "4", "--areas-2m", "1", "--areas-1g", "0",
+                             "--rounds", "1", "--copy-areas", "2", "--mirror-changes", "64"], environment: ["HIL_KERNEL": kernel])
+        #expect(r.status == 0, "\(r.stderr)")
+        let report = try JSONDecoder().decode(BenchReport.self, from: Data(r.stdout.utf8))
+        #expect(report.machine == "vm" && report.kernelRelease.hasPrefix("7."))
+        #expect(report.cases.contains { $0.name == "map 4 KiB areas, singly" && $0.domain == "none" && $0.operations == 4 })
+        #expect(report.cases.filter { $0.group == "mirror" }.count == 2)
+        #expect(r.stderr.contains("bench: [0/"), "progress lines, not a bar, off a terminal: \(r.stderr)")
+    }
 }

@@ -1,28 +1,44 @@
 // One measurement as a JSON line, for the benchmark report (Benchmarks/report.sh): when the
 // environment variable BENCH_JSON names a file, every `record` appends one object to it.
-import Foundation
+// Written by hand (no Foundation), so a benchmark that counts allocations links nothing more.
+#if canImport(Glibc)
+import Glibc
+#endif
 
-/// Where the benchmark runs: `vm` inside the harness's VM (HIL_VM is set there), else `host`.
-public let benchWhere = ProcessInfo.processInfo.environment["HIL_VM"] == nil ? "host" : "vm"
+/// Where the benchmark runs: `vm` inside the test VM (its init exports HIL_VM=1), else `host`.
+public let benchWhere = getenv("HIL_VM").map { String(cString: $0) } == "1" ? "vm" : "host"
 
-private let sink: FileHandle? = {
-    guard let path = ProcessInfo.processInfo.environment["BENCH_JSON"], !path.isEmpty else { return nil }
-    if !FileManager.default.fileExists(atPath: path) { FileManager.default.createFile(atPath: path, contents: nil) }
-    guard let h = FileHandle(forWritingAtPath: path) else { return nil }
-    h.seekToEndOfFile()
-    return h
-}()
+func jsonString(_ s: String) -> String {
+    var out = "\""
+    for u in s.unicodeScalars {
+        switch u {
+        case "\"": out += "\\\""
+        case "\\": out += "\\\\"
+        case "\n": out += "\\n"
+        default: out += u.value < 0x20 ? "\\u00" + (u.value < 0x10 ? "0" : "") + String(u.value, radix: 16) : String(u)
+        }
+    }
+    return out + "\""
+}
+
+func jsonNumber(_ v: Double?) -> String {
+    guard let v, v.isFinite else { return "null" }
+    return "\(v)"
+}
 
 /// Appends one record: `value` in `unit` for `suite`/`case`, with its baseline (name and
-/// value, same unit) when there is one; the ratio is value / baselineValue.
+/// value, same unit) when there is one; `ratio` defaults to value / baselineValue.
+/// Stops the program when BENCH_JSON names a file it cannot open.
 public func record(suite: String, case name: String, value: Double, unit: String,
-                   baseline: String? = nil, baselineValue: Double? = nil) {
-    guard let sink else { return }
-    var object: [String: Any] = ["suite": suite, "case": name, "value": value, "unit": unit, "where": benchWhere,
-                                 "baseline": baseline ?? NSNull(), "baselineValue": baselineValue ?? NSNull(),
-                                 "ratio": NSNull()]
-    if let b = baselineValue, b != 0 { object["ratio"] = value / b }
-    guard var data = try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes]) else { return }
-    data.append(0x0A)
-    sink.write(data)
+                   baseline: String? = nil, baselineValue: Double? = nil, ratio: Double? = nil) {
+    guard let path = getenv("BENCH_JSON").map({ String(cString: $0) }), !path.isEmpty else { return }
+    let r = ratio ?? baselineValue.flatMap { $0 != 0 ? value / $0 : nil }
+    let line = "{\"suite\": \(jsonString(suite)), \"case\": \(jsonString(name)), \"value\": \(jsonNumber(value)), "
+        + "\"unit\": \(jsonString(unit)), \"baseline\": \(baseline.map(jsonString) ?? "null"), "
+        + "\"baselineValue\": \(jsonNumber(baselineValue)), \"ratio\": \(jsonNumber(r)), \"where\": \(jsonString(benchWhere))}\n"
+    guard let f = fopen(path, "a") else {
+        fatalError("BENCH_JSON=\(path): cannot open it for appending (errno \(errno))")
+    }
+    fputs(line, f)
+    fclose(f)
 }

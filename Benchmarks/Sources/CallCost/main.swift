@@ -7,6 +7,12 @@
 //                         fixed IOVA, Swift and C taking turns on one IOAS, without and with a
 //                         mock-IOMMU domain; per-call times and the ratio Swift/C. Under
 //                         callgrind, the user-space instructions of R real calls instead
+//   CallCost suite [SCALE] /dev/iommu (the test VM): 4 KiB, 2 MiB and 1 GiB pages singly and as
+//                         one range, random churn at batch sizes 1 to 256, IOAS_COPY against a
+//                         second map; Swift and C in turn, no domain and a mock domain (Pages.swift).
+//                         SCALE divides the counts (1: full; the quick report passes 4)
+//
+// With BENCH_JSON=FILE, every measurement is also appended to FILE as a line of JSON.
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -46,6 +52,14 @@ func fmt(_ value: Double, _ digits: Int = 1) -> String {
     for _ in 0..<digits { scale *= 10 }
     let r = (value * scale).rounded() / scale
     return "\(r)"
+}
+
+extension String {
+    var trimmingSpaces: String {
+        var s = Substring(self)
+        while s.last == " " { s = s.dropLast() }
+        return String(s)
+    }
 }
 
 func iovaRange(_ base: UInt64, _ length: UInt64) -> IOVARange { try! IOVARange(base: IOVA(base), length: length) }
@@ -98,6 +112,9 @@ func modelCosts(iterations: Int, live: Int) throws(IOMMUFDError) {
     print("    unmap:                         \(unmap.line)")
     print("    map, automatic IOVA (2 pages): \(autoMap.line)")
     print("    unmap of that:                 \(autoUnmap.line)")
+    for (name, meter) in [("map, fixed IOVA", map), ("unmap", unmap), ("map, automatic IOVA (2 pages)", autoMap), ("unmap of that", autoUnmap)] {
+        record("model", "\(name), \(live) areas below", value: Double(meter.allocations) / Double(meter.calls), unit: "allocations/call")
+    }
 }
 
 // MARK: Instructions with the ioctl stubbed out
@@ -136,6 +153,7 @@ func region(_ name: String, _ iterations: Int, _ body: (Int) throws(IOMMUFDError
     let ns = Double(now() - t) / Double(iterations)
     let allocations = Double(cc_allocations() - a) / Double(iterations)
     print("    \(name): \(fmt(allocations, 2)) allocations/call, \(fmt(ns)) ns/call")
+    if cc_on_valgrind() == 0 { record("regions", name, value: allocations, unit: "allocations/call") }
 }
 
 func stubCosts(iterations: Int) throws(IOMMUFDError) {
@@ -236,6 +254,8 @@ func kernelCosts(_ ctx: borrowing IOMMUFDContext, _ ioas: IOASID, host: HostRang
         let sMean = swift.reduce(0, +) / Double(swift.count) - overhead, kMean = c.reduce(0, +) / Double(c.count) - overhead
         print("    \(name): Swift \(fmt(s)) ns/call, C \(fmt(k)) ns/call, Swift/C \(fmt(s / k, 3))x "
               + "(means: Swift \(fmt(sMean)), C \(fmt(kMean)), \(fmt(sMean / kMean, 3))x)")
+        record("call", "\(name.trimmingSpaces), \(label.hasPrefix("kernel, mock") ? "mock domain" : "no domain")", value: s, unit: "ns/call", baseline: "C floor (same ioctls)",
+               baselineValue: k, ratio: s / k)
     }
     print("\(label): \(rounds) rounds of \(batch) maps then \(batch) unmaps, C and Swift in turn; "
           + "medians of \(swiftMap.count) calls each, less the timer's \(fmt(overhead)) ns")
@@ -288,12 +308,14 @@ do throws(IOMMUFDError) {
         try stubCosts(iterations: count ?? 100_000)
     case "kernel":
         try kernel(rounds: count ?? 30)
+    case "suite":
+        try suite(scale: max(1, count ?? 1))
     case "all":
         try modelCosts(iterations: 10_000, live: 0)
         try modelCosts(iterations: 10_000, live: 1000)
         try stubCosts(iterations: 100_000)
     default:
-        fail("usage: CallCost [model [N] | stub [N] | kernel [ROUNDS]]")
+        fail("usage: CallCost [model [N] | stub [N] | kernel [ROUNDS] | suite [SCALE]]")
     }
 } catch {
     fail("\(error)")
