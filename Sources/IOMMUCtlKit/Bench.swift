@@ -1,7 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
-public import IOMMUFD
+import IOMMUFD
 import Histogram
 import IOMMUMirror
 import IOPageTables
