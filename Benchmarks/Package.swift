@@ -13,10 +13,15 @@ let package = Package(
     dependencies: [
         .package(path: ".."),
         .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.2.0"),
+        // Mallocs per iteration (its malloc interposer) for the host benchmarks of the engine.
+        .package(url: "https://github.com/ordo-one/benchmark", from: "1.38.1", traits: ["MallocInterposer"]),
     ],
     targets: [
         // Measurements as JSON lines for the report (BENCH_JSON).
         .target(name: "BenchRecord"),
+        // The synthetic guest tables the engine's benchmarks sync.
+        .target(name: "BenchGuests", dependencies: [.product(name: "IOMMUMirror", package: rootPackage),
+                                                    .product(name: "IOPageTables", package: rootPackage)]),
         .executableTarget(
             name: "WalkBenchmark",
             dependencies: ["BenchRecord", .product(name: "IOPageTables", package: rootPackage)]),
@@ -29,11 +34,19 @@ let package = Package(
         // The mirror engine per change, against the null target, the model and the real kernel.
         .executableTarget(
             name: "MirrorBenchmark",
-            dependencies: ["BenchRecord", "CallCostFloor", .product(name: "IOMMUFD", package: rootPackage),
+            dependencies: ["BenchGuests", "BenchRecord", "CallCostFloor", .product(name: "IOMMUFD", package: rootPackage),
                            .product(name: "IOMMUFDModel", package: rootPackage),
                            .product(name: "IOMMUMirror", package: rootPackage),
                            .product(name: "IOPageTables", package: rootPackage),
                            .product(name: "Histogram", package: "hdrhistogram-swift")]),
+        // ordo-one/benchmark's layout: the sources of a suite live under Benchmarks/<name>.
+        .executableTarget(
+            name: "EngineHost",
+            dependencies: ["BenchGuests", .product(name: "Benchmark", package: "benchmark"),
+                           .product(name: "IOMMUFD", package: rootPackage), .product(name: "IOMMUFDModel", package: rootPackage),
+                           .product(name: "IOMMUMirror", package: rootPackage), .product(name: "IOPageTables", package: rootPackage)],
+            path: "Benchmarks/EngineHost",
+            plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]),
     ],
     swiftLanguageModes: [.v6]
 )
