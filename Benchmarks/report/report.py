@@ -344,12 +344,20 @@ def engine_headlines(by_suite):
         heads.append("- two null targets against one (first sync): " + ", ".join(
             f"{split_case(r['case'])[0]} **{r['ratio']:.2f}x**" for r in two))
     walk = by_suite.get("walk", [])
+    def table_size(r):
+        m = re.search(r", (\d+ GiB) of", r["case"])
+        return m.group(1) if m else "?"
+    sizes = sorted({table_size(r) for r in walk}, key=lambda x: (len(x), x))
     for kind in ("runs", "runs, out of the caches", "leaves"):
-        rs = [r["ratio"] * 100 for r in walk if split_case(r["case"])[1] == kind and r.get("ratio") is not None]
-        if rs:
+        parts = []
+        for size in sizes:
+            rs = [r["ratio"] * 100 for r in walk if split_case(r["case"])[1] == kind and table_size(r) == size and r.get("ratio") is not None]
+            if rs:
+                parts.append(f"{size} tables {span(rs, lambda x: f'{x:.0f} %')} over {len(rs)} formats")
+        if parts:
             bw = statistics.median(r["baselineValue"] for r in walk if r.get("baselineValue") is not None)
-            heads.append(f"- walk by {kind}: {span(rs, lambda x: f'{x:.0f} %')} of the read bandwidth measured in the same "
-                         f"run ({bw:.2f} GB/s), over {len(rs)} format and size cases (host)")
+            heads.append(f"- walk by {kind}, GB/s of entries as a share of the read bandwidth measured in the same run "
+                         f"({bw:.2f} GB/s, {walk[0]['where']}): " + "; ".join(parts))
     sc = [r for r in by_suite.get("engine-scaling", []) if r["unit"] == "changes/s" and r.get("ratio") is not None]
     if sc:
         threads = [re.search(r"(\d+ threads?)", r["case"]) for r in sc]

@@ -44,7 +44,8 @@ class ReportTest(unittest.TestCase):
                           "per-leaf mirror; 50 ms against 1,000 ms (**0.05x** the time)", md)
             self.assertIn("contiguous guest table (1 null target) against the bare walk by runs: 1000 leaves **1.20x**", md)
             self.assertIn("two null targets against one (first sync): 1000 leaves, contiguous **1.10x**", md)
-            self.assertIn("- walk by runs: 200 % of the read bandwidth measured in the same run (5.00 GB/s)", md)
+            self.assertIn("- walk by runs, GB/s of entries as a share of the read bandwidth measured in the same run (5.00 GB/s, host): "
+                          "1 GiB tables 200 % over 1 formats", md)
             self.assertIn("1 thread **1.00x**, 2 threads **1.80x** (2 CPUs online, host)", md)
             self.assertIn("- skipped: 1 GiB areas, domain none: fixture reason", md)
             plots = sorted(p for p in os.listdir(os.path.join(out, "benchmarks")) if p.endswith(".svg"))

@@ -13,23 +13,24 @@ import IOPageTables
 /// Shared between the threads of one run: the start barrier and one slot per thread for its
 /// end time (each thread writes only its own slot; the main thread reads them after the join).
 final class ScalingRun: @unchecked Sendable {
-    var barrier = pthread_barrier_t()
+    let barrier = UnsafeMutablePointer<pthread_barrier_t>.allocate(capacity: 1)  // a fixed address, never moved
     let ends: UnsafeMutableBufferPointer<Double>
     let done = DispatchSemaphore(value: 0)
     init(threads: Int) {
         ends = .allocate(capacity: threads)
         ends.initialize(repeating: 0)
-        pthread_barrier_init(&barrier, nil, UInt32(threads + 1))
+        pthread_barrier_init(barrier, nil, UInt32(threads + 1))
     }
     deinit {
-        pthread_barrier_destroy(&barrier)
+        pthread_barrier_destroy(barrier)
+        barrier.deallocate()
         ends.deallocate()
     }
 }
 
 /// One thread's engine and its stream: rounds of 32 maps then the 32 unmaps of the same pages,
 /// over 16 windows of 32 pages, `changes` changes in all.
-struct ScalingWorker {
+struct ScalingWorker: ~Copyable {
     var engine: MirrorEngine
     var batch = MirrorBatch(capacity: 32)
     var result = MirrorBatchResult(capacity: 32)
@@ -73,7 +74,7 @@ func scalingRun(threads: Int, changes: Int) -> Double {
     for index in 0..<threads {
         let thread = Thread {
             var worker = try! ScalingWorker(index: index, changes: changes)
-            pthread_barrier_wait(&run.barrier)
+            pthread_barrier_wait(run.barrier)
             worker.run()
             run.ends[index] = now()
             precondition(worker.engine.shadow.isEmpty && worker.engine.checkInvariants().isEmpty)
@@ -81,7 +82,7 @@ func scalingRun(threads: Int, changes: Int) -> Double {
         }
         thread.start()
     }
-    pthread_barrier_wait(&run.barrier)
+    pthread_barrier_wait(run.barrier)
     let t0 = now()
     for _ in 0..<threads { run.done.wait() }
     return run.ends.max()! - t0
