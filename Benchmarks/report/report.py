@@ -301,6 +301,7 @@ def scaling_plot(records, path):
     a1.set_xlabel("threads (one engine each)")
     a1.set_ylabel("million changes/s, all threads")
     a1.set_xscale("log", base=2)
+    a1.set_ylim(bottom=0)
     a1.legend(fontsize=7)
     a1.set_title(f"aggregate throughput ({cpus} CPUs online, host)", fontsize=9)
     if per:
@@ -331,7 +332,7 @@ def engine_headlines(by_suite):
             t = next((x for x in by_suite["engine-kernel"] if x["case"] == head + ": time"), None)
             timing = (f"; {num(t['value'])} ms against {num(t['baselineValue'])} ms (**{t['ratio']:.3g}x** the time)"
                       if t and t.get("ratio") is not None else "")
-            heads.append(f"- engine, {head} ({r['where']}): **{num(r['value'])} ioctls** against {num(r['baselineValue'])} "
+            heads.append(f"- engine, {head} ({r['where']}): **{num(r['value'])} ioctl{'' if r['value'] == 1 else 's'}** against {num(r['baselineValue'])} "
                          f"for the per-leaf mirror{timing}")
     table_rs = by_suite.get("engine-table", [])
     for layout in ("contiguous", "scattered"):

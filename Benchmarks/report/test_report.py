@@ -40,7 +40,7 @@ class ReportTest(unittest.TestCase):
             for suite in ("walk", "engine-table", "churn", "engine-kernel", "engine-scaling"):
                 self.assertIn(f"### {suite}\n\nFrom `", md)
             self.assertIn("| IOMMUFDModel: random, batches of 8 | 2,000 | ns/change | one-ioctl-per-change shadow | 500.0 | 4x | host |", md)
-            self.assertIn("- engine, 1024 MiB contiguous guest, 4 KiB leaves, mock domain (vm): **1 ioctls** against 262,144 for the "
+            self.assertIn("- engine, 1024 MiB contiguous guest, 4 KiB leaves, mock domain (vm): **1 ioctl** against 262,144 for the "
                           "per-leaf mirror; 50 ms against 1,000 ms (**0.05x** the time)", md)
             self.assertIn("contiguous guest table (1 null target) against the bare walk by runs: 1000 leaves **1.20x**", md)
             self.assertIn("two null targets against one (first sync): 1000 leaves, contiguous **1.10x**", md)
