@@ -8,7 +8,7 @@
 # records and logs in DIR (report/report.py DIR OUT rewrites the doc from them).
 #
 # Host: CallCost (allocations on the model; instructions per call under callgrind, through
-# call-cost.sh), WalkBenchmark, MirrorBenchmark host and allocs. VM (one boot of
+# call-cost.sh), WalkBenchmark, MirrorBenchmark table, host, allocs and scaling. VM (one boot of
 # Harness/run-in-vm.sh, 4 GiB, "hugepagesz=1G hugepages=1" appended and a CPU model with 1 GiB
 # pages, qemu64,+pdpe1gb, for 1 GiB pages): CallCost
 # kernel (one 4 KiB page, call by call) and suite (pages of three sizes, churn, IOAS_COPY),
@@ -29,10 +29,10 @@ while [ $# -gt 0 ]; do
   esac
 done
 if [ "$mode" = quick ]; then
-  calls=20000 walk=quick mirror=4000 kernel_rounds=10 scale=4 vm_mirror=2000
+  calls=20000 walk=quick mirror=4000 kernel_rounds=10 scale=4 vm_mirror=2000 table="10000 262144" scaling=40000
   bench_args=(--areas-4k 64 --areas-2m 8 --areas-1g 1 --rounds 3 --copy-areas 32 --mirror-changes 1000)
 else
-  calls=100000 walk="" mirror=20000 kernel_rounds=40 scale=1 vm_mirror=10000
+  calls=100000 walk="" mirror=20000 kernel_rounds=40 scale=1 vm_mirror=10000 table="" scaling=200000
   bench_args=(--areas-4k 256 --areas-2m 16 --areas-1g 1 --rounds 5 --copy-areas 64 --mirror-changes 4000)
 fi
 
@@ -71,6 +71,10 @@ step "host: WalkBenchmark $walk"
 "$bin/WalkBenchmark" $walk > "$run/walk.txt"
 step "host: MirrorBenchmark host $mirror, allocs"
 { "$bin/MirrorBenchmark" host "$mirror"; "$bin/MirrorBenchmark" allocs; } > "$run/mirror-host.txt"
+step "host: MirrorBenchmark table ${table:-(default sizes)}"
+"$bin/MirrorBenchmark" table $table > "$run/mirror-table.txt"
+step "host: MirrorBenchmark scaling $scaling"
+"$bin/MirrorBenchmark" scaling "$scaling" > "$run/mirror-scaling.txt"
 load_end=$(cut -d' ' -f1-3 /proc/loadavg)
 
 step "vm: CallCost kernel $kernel_rounds, CallCost suite $scale, MirrorBenchmark kernel $vm_mirror, iommuctl bench"
@@ -106,6 +110,7 @@ COMMANDS="Benchmarks/report.sh$([ "$mode" = quick ] && echo " --quick")
 Benchmarks/call-cost.sh $calls
 Benchmarks/.build/release/WalkBenchmark $walk
 Benchmarks/.build/release/MirrorBenchmark host $mirror; Benchmarks/.build/release/MirrorBenchmark allocs
+Benchmarks/.build/release/MirrorBenchmark table${table:+ $table}; Benchmarks/.build/release/MirrorBenchmark scaling $scaling
 Harness/run-in-vm.sh --memory 4096 --append \"hugepagesz=1G hugepages=1\" --cpu qemu64,+pdpe1gb -- sh -c 'CallCost kernel $kernel_rounds; CallCost suite $scale; MirrorBenchmark kernel $vm_mirror; $bench_command'" \
 "$python" - <<'EOF'
 import json, os

@@ -10,6 +10,7 @@ benchmarks.md and benchmarks/*.svg. Nothing here measures: every figure comes fr
 """
 import json
 import os
+import re
 import statistics
 import sys
 import xml.etree.ElementTree as ET
@@ -25,8 +26,14 @@ plt.rcParams["svg.fonttype"] = "none"
 GOAL = 1.03
 # The suites each binary writes; a suite with no record is reported missing.
 EXPECTED = [
-    ("WalkBenchmark", "WalkBenchmark", "host", "walk.txt"),
-    ("MirrorBenchmark", "MirrorBenchmark", "host and vm", "mirror-host.txt vm/mirror-kernel.txt"),
+    ("walk", "WalkBenchmark", "host", "walk.txt"),
+    ("walk-2MiB", "WalkBenchmark", "host", "walk.txt"),
+    ("walk-hostile", "WalkBenchmark", "host", "walk.txt"),
+    ("engine-table", "MirrorBenchmark table", "host", "mirror-table.txt"),
+    ("churn", "MirrorBenchmark host (the kernel model) and MirrorBenchmark kernel (mock domain)", "host and vm",
+     "mirror-host.txt vm/mirror-kernel.txt"),
+    ("engine-kernel", "MirrorBenchmark kernel", "vm", "vm/mirror-kernel.txt"),
+    ("engine-scaling", "MirrorBenchmark scaling", "host", "mirror-scaling.txt"),
     ("CallCost model", "CallCost", "host", "call-cost-host.txt"),
     ("CallCost instructions", "CallCost (callgrind, call-cost.sh)", "host", "call-cost-host.txt"),
     ("CallCost call", "CallCost kernel", "vm", "vm/callcost-kernel.txt"),
@@ -38,6 +45,8 @@ EXPECTED = [
 LOGS = {
     "walk.txt": "host: WalkBenchmark",
     "mirror-host.txt": "host: MirrorBenchmark host, then MirrorBenchmark allocs",
+    "mirror-table.txt": "host: MirrorBenchmark table",
+    "mirror-scaling.txt": "host: MirrorBenchmark scaling",
     "vm/mirror-kernel.txt": "vm: MirrorBenchmark kernel",
 }
 
@@ -115,15 +124,15 @@ def ratio_plot(records, path, title):
     return check_svg(path)
 
 
-def grouped_plot(records, path, title, ylabel):
-    """Swift and C side by side per case, log scale."""
+def grouped_plot(records, path, title, ylabel, labels=("Swift (IOMMUFD)", "C floor")):
+    """Value and baseline side by side per case (Swift and C unless `labels` says), log scale."""
     paired = [r for r in records if r.get("baselineValue") is not None]
     if not paired:
         return None
     fig, ax = plt.subplots(figsize=(9, 4.2))
     xs = range(len(paired))
-    ax.bar([x - 0.2 for x in xs], [r["value"] for r in paired], 0.4, label="Swift (IOMMUFD)", color="#e8743b")
-    ax.bar([x + 0.2 for x in xs], [r["baselineValue"] for r in paired], 0.4, label="C floor", color="#4a7ab8")
+    ax.bar([x - 0.2 for x in xs], [r["value"] for r in paired], 0.4, label=labels[0], color="#e8743b")
+    ax.bar([x + 0.2 for x in xs], [r["baselineValue"] for r in paired], 0.4, label=labels[1], color="#4a7ab8")
     ax.set_yscale("log")
     ax.set_xticks(list(xs), [r["case"] for r in paired], rotation=60, ha="right", fontsize=6)
     ax.set_ylabel(ylabel)
@@ -161,6 +170,203 @@ def churn_plot(records, path):
     fig.savefig(path)
     plt.close(fig)
     return check_svg(path)
+
+
+def split_case(case):
+    """"262144 leaves, contiguous: first sync, 1 target" -> ("262144 leaves, contiguous", "first sync, 1 target")."""
+    head, _, tail = case.partition(": ")
+    return head, tail
+
+
+def walk_plot(records, path):
+    """GB/s of entries per format and table size (runs, runs out of the caches, leaves) against the read bandwidth."""
+    kinds = ["runs", "runs, out of the caches", "leaves"]
+    rows, bw = {}, []
+    for r in records:
+        head, kind = split_case(r["case"])
+        if kind in kinds:
+            rows.setdefault(head, {})[kind] = r["value"]
+            if r.get("baselineValue") is not None:
+                bw.append(r["baselineValue"])
+    if not rows:
+        return None
+    names = list(rows)
+    fig, ax = plt.subplots(figsize=(9, 0.42 * len(names) + 1.6))
+    for i, (kind, color) in enumerate(zip(kinds, ["#e8743b", "#f2b134", "#4a7ab8"])):
+        ax.barh([y + (i - 1) * 0.27 for y in range(len(names))], [rows[n].get(kind, 0) for n in names], 0.27,
+                label=f"walk by {kind}", color=color)
+    if bw:
+        ax.axvline(statistics.median(bw), color="#444", ls="--", lw=1, label=f"read bandwidth, same run ({statistics.median(bw):.2f} GB/s)")
+    ax.set_yticks(range(len(names)), names, fontsize=6)
+    ax.invert_yaxis()
+    ax.set_xlabel("GB/s of page-table entries read")
+    ax.set_title("Page-table walk (dense 4 KiB-leaf tables) against measured memory bandwidth (host)", fontsize=9)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return check_svg(path)
+
+
+def engine_table_plot(records, path):
+    """Engine first sync (one null target) ns/leaf against the bare walks and the per-leaf mirror, per table size."""
+    data = {}
+    for r in records:
+        head, what = split_case(r["case"])
+        m = re.match(r"(\d+) leaves, (\w+)$", head)
+        if not m:
+            continue
+        d = data.setdefault(m.group(2), {}).setdefault(int(m.group(1)), {})
+        if what == "first sync, 1 target":
+            d["engine, first sync"] = r["value"]
+            d["bare walk by runs"] = r.get("baselineValue")
+        elif what == "unchanged resync, 1 target":
+            d["engine, unchanged resync"] = r["value"]
+        elif what == "first sync, 1 target, vs per-leaf mirror":
+            d["per-leaf mirror"] = r.get("baselineValue")
+        elif what == "bare walk by leaves":
+            d["bare walk by leaves"] = r["value"]
+    if not data:
+        return None
+    layouts = [l for l in ("contiguous", "scattered") if l in data] + sorted(set(data) - {"contiguous", "scattered"})
+    fig, axes = plt.subplots(1, len(layouts), figsize=(4.6 * len(layouts), 4), squeeze=False)
+    styles = {"engine, first sync": "o-", "engine, unchanged resync": "o:", "bare walk by runs": "s--",
+              "bare walk by leaves": "^--", "per-leaf mirror": "d-."}
+    for ax, layout in zip(axes[0], layouts):
+        sizes = sorted(data[layout])
+        for name, style in styles.items():
+            pts = [(n, data[layout][n][name]) for n in sizes if data[layout][n].get(name) is not None]
+            if pts:
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], style, label=name)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("guest leaves (4 KiB)")
+        ax.set_ylabel("ns per guest leaf (median)")
+        ax.set_title(f"{layout} guest table, 1 null target (host)", fontsize=9)
+        ax.legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return check_svg(path)
+
+
+def mirror_churn_plot(records, path):
+    """Engine against the one-ioctl-per-change shadow per batch size, one panel per target (model, kernel)."""
+    series = {}
+    for r in records:
+        if r["unit"] != "ns/change":
+            continue
+        label, name = split_case(r["case"])
+        m = re.search(r"(\d+) maps per unmap$|batches of (\d+)$", name)
+        if not m:
+            continue
+        pattern = "DMA-API" if m.group(1) else "random"
+        batch = int(m.group(1) or m.group(2))
+        series.setdefault(f'{label} ({r["where"]})', {}).setdefault(pattern, []).append((batch, r["value"], r.get("baselineValue")))
+    if not series:
+        return None
+    fig, axes = plt.subplots(1, len(series), figsize=(4.6 * len(series), 4), squeeze=False)
+    for ax, (label, patterns) in zip(axes[0], sorted(series.items())):
+        for pattern, pts in sorted(patterns.items()):
+            pts.sort()
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=f"engine, {pattern}")
+            ax.plot([p[0] for p in pts], [p[2] for p in pts], "s--", label=f"one-ioctl-per-change shadow, {pattern}")
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("batch size (DMA-API: maps per unmap)")
+        ax.set_ylabel("ns per change (median of rounds)")
+        ax.set_title(label, fontsize=9)
+        ax.legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return check_svg(path)
+
+
+def scaling_plot(records, path):
+    """Aggregate changes/s and per-thread ns/change by thread count (null target)."""
+    agg, per, cpus = {}, {}, None
+    for r in records:
+        m = re.search(r"(\d+) threads?, (\d+) CPUs online: (.*)$", r["case"])
+        if not m:
+            continue
+        t, cpus = int(m.group(1)), int(m.group(2))
+        (agg if r["unit"] == "changes/s" else per)[t] = r["value"]
+    if not agg:
+        return None
+    ts = sorted(agg)
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.8))
+    a1.plot(ts, [agg[t] / 1e6 for t in ts], "o-", color="#e8743b", label="measured")
+    a1.plot(ts, [agg[ts[0]] * min(t, cpus or t) / 1e6 for t in ts], "--", color="#888", label="linear up to the CPUs online")
+    a1.set_xlabel("threads (one engine each)")
+    a1.set_ylabel("million changes/s, all threads")
+    a1.set_xscale("log", base=2)
+    a1.set_ylim(bottom=0)
+    a1.legend(fontsize=7)
+    a1.set_title(f"aggregate throughput ({cpus} CPUs online, host)", fontsize=9)
+    if per:
+        a2.plot(sorted(per), [per[t] for t in sorted(per)], "o-", color="#4a7ab8")
+    a2.set_xscale("log", base=2)
+    a2.set_xlabel("threads")
+    a2.set_ylabel("ns per change, per thread (wall time)")
+    a2.set_title("per-thread cost", fontsize=9)
+    fig.suptitle("Thread scaling on the null target, 4 KiB map/unmap in batches of 32", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return check_svg(path)
+
+
+def span(values, fmt):
+    values = sorted(values)
+    if len(values) == 1:
+        return fmt(values[0])
+    return f"{fmt(values[0])}-{fmt(values[-1])} (median {fmt(statistics.median(values))})"
+
+
+def engine_headlines(by_suite):
+    heads = []
+    for r in by_suite.get("engine-kernel", []):
+        if r["case"].endswith(": ioctls") and r.get("baselineValue") is not None:
+            head = r["case"][:-len(": ioctls")]
+            t = next((x for x in by_suite["engine-kernel"] if x["case"] == head + ": time"), None)
+            timing = (f"; {num(t['value'])} ms against {num(t['baselineValue'])} ms (**{t['ratio']:.3g}x** the time)"
+                      if t and t.get("ratio") is not None else "")
+            heads.append(f"- engine, {head} ({r['where']}): **{num(r['value'])} ioctl{'' if r['value'] == 1 else 's'}** against {num(r['baselineValue'])} "
+                         f"for the per-leaf mirror{timing}")
+    table_rs = by_suite.get("engine-table", [])
+    for layout in ("contiguous", "scattered"):
+        rs = [r for r in table_rs if r["case"].endswith(f", {layout}: first sync, 1 target") and r.get("ratio") is not None]
+        if rs:
+            heads.append(f"- engine first sync of a {layout} guest table (1 null target) against the bare walk by runs: "
+                         + ", ".join(f"{r['case'].split(' leaves')[0]} leaves **{r['ratio']:.2f}x**" for r in rs) + f" ({rs[0]['where']})")
+    two = [r for r in table_rs if r["case"].endswith("two targets against one") and r.get("ratio") is not None]
+    if two:
+        heads.append("- two null targets against one (first sync): " + ", ".join(
+            f"{split_case(r['case'])[0]} **{r['ratio']:.2f}x**" for r in two))
+    walk = by_suite.get("walk", [])
+    def table_size(r):
+        m = re.search(r", (\d+ GiB) of", r["case"])
+        return m.group(1) if m else "?"
+    sizes = sorted({table_size(r) for r in walk}, key=lambda x: (len(x), x))
+    for kind in ("runs", "runs, out of the caches", "leaves"):
+        parts = []
+        for size in sizes:
+            rs = [r["ratio"] * 100 for r in walk if split_case(r["case"])[1] == kind and table_size(r) == size and r.get("ratio") is not None]
+            if rs:
+                parts.append(f"{size} tables {span(rs, lambda x: f'{x:.0f} %')} over {len(rs)} formats")
+        if parts:
+            bw = statistics.median(r["baselineValue"] for r in walk if r.get("baselineValue") is not None)
+            heads.append(f"- walk by {kind}, GB/s of entries as a share of the read bandwidth measured in the same run "
+                         f"({bw:.2f} GB/s, {walk[0]['where']}): " + "; ".join(parts))
+    sc = [r for r in by_suite.get("engine-scaling", []) if r["unit"] == "changes/s" and r.get("ratio") is not None]
+    if sc:
+        threads = [re.search(r"(\d+ threads?)", r["case"]) for r in sc]
+        cpus = re.search(r"(\d+) CPUs online", sc[0]["case"])
+        heads.append("- thread scaling on the null target (one engine a thread), aggregate changes/s against one thread: " + ", ".join(
+            f"{t.group(1) if t else r['case']} **{r['ratio']:.2f}x**" for t, r in zip(threads, sc))
+            + (f" ({cpus.group(1)} CPUs online, {sc[0]['where']})" if cpus else ""))
+    return heads
 
 
 def bench_plot(bench, path):
@@ -258,6 +464,10 @@ def main(run, outdir):
                          + ("succeeded)" if state == "available" else "failed; the VM kernel's log under Machines says why)"))
     md += heads if heads else ["No paired measurement was recorded in this run."]
     md.append("")
+    eheads = engine_headlines(by_suite)
+    md += ["## Headlines: the walk and the mirror engine", ""]
+    md += eheads if eheads else ["No walk or engine measurement was recorded in this run."]
+    md.append("")
 
     # Plots.
     made = []
@@ -276,6 +486,25 @@ def main(run, outdir):
                      os.path.join(plots, "copy.svg"), "A second IOAS by IOAS_COPY and by IOAS_MAP (VM)", "ns per call (median)")
     if p:
         made.append(("IOAS_COPY against a second IOAS_MAP", p))
+    p = walk_plot(by_suite.get("walk", []), os.path.join(plots, "walk.svg"))
+    if p:
+        made.append(("Page-table walk, GB/s of entries per format and table size, against the read bandwidth of the same run", p))
+    p = engine_table_plot(by_suite.get("engine-table", []), os.path.join(plots, "engine-table.svg"))
+    if p:
+        made.append(("Engine sync of a guest table (ns per leaf) against the bare walks and the per-leaf mirror, by table size", p))
+    p = mirror_churn_plot(by_suite.get("churn", []), os.path.join(plots, "engine-churn.svg"))
+    if p:
+        made.append(("Engine churn against a one-ioctl-per-change shadow by batch size (model on the host, mock domain in the VM)", p))
+    kernel_rs = by_suite.get("engine-kernel", [])
+    for unit, name, ylabel in (("ioctls", "engine-kernel-ioctls.svg", "ioctls (log)"), ("ms", "engine-kernel-time.svg", "ms (log)")):
+        p = grouped_plot([r for r in kernel_rs if r["unit"] == unit], os.path.join(plots, name),
+                         f"Contiguous guest into a kernel IOAS: engine against the per-leaf mirror, {unit} (VM)", ylabel,
+                         labels=("engine (page-table mode)", "per-leaf mirror"))
+        if p:
+            made.append((f"Contiguous guest into a kernel IOAS, engine against the per-leaf mirror ({unit})", p))
+    p = scaling_plot(by_suite.get("engine-scaling", []), os.path.join(plots, "engine-scaling.svg"))
+    if p:
+        made.append(("Thread scaling on the null target: aggregate changes/s and per-thread ns/change", p))
     p = bench_plot(bench, os.path.join(plots, "iommuctl-bench.svg"))
     if p:
         made.append(("`iommuctl bench` cases", p))
@@ -298,7 +527,7 @@ def main(run, outdir):
             text = ""
             for name in log.split():
                 path = os.path.join(run, name)
-                if os.path.exists(path) and suite in ("WalkBenchmark", "MirrorBenchmark"):
+                if os.path.exists(path) and name in LOGS:
                     with open(path) as f:
                         text += f"== {LOGS.get(name, name)}\n" + f.read().strip() + "\n"
             if text:

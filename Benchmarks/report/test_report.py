@@ -24,8 +24,9 @@ class ReportTest(unittest.TestCase):
             with open(os.path.join(out, "benchmarks.md")) as f:
                 md = f.read()
             # Suites with no records say so; there is no log in the fixture to quote.
-            self.assertIn("### WalkBenchmark\n\n**Missing**: `WalkBenchmark` wrote no `BENCH_JSON` record", md)
-            self.assertIn("### MirrorBenchmark\n\n**Missing**", md)
+            self.assertIn("### walk-hostile\n\n**Missing**: `WalkBenchmark` wrote no `BENCH_JSON` record", md)
+            self.assertIn("### walk-2MiB\n\n**Missing**", md)
+            self.assertNotIn("### WalkBenchmark", md)
             self.assertIn("### CallCost instructions\n\n**Missing**", md)
             self.assertIn("1 malformed lines were skipped", md)
             self.assertIn("**Quick mode**", md)
@@ -35,11 +36,24 @@ class ReportTest(unittest.TestCase):
             self.assertIn("all 4 Swift/C pairs against the C floor (same ioctls): median **1.015x**, 3 of 4 within the goal", md)
             self.assertIn("1 GiB pages in the VM: **not available**", md)
             self.assertIn("### Fixture extra", md)
+            # The walk and the engine: their sections, tables and headlines.
+            for suite in ("walk", "engine-table", "churn", "engine-kernel", "engine-scaling"):
+                self.assertIn(f"### {suite}\n\nFrom `", md)
+            self.assertIn("| IOMMUFDModel: random, batches of 8 | 2,000 | ns/change | one-ioctl-per-change shadow | 500.0 | 4x | host |", md)
+            self.assertIn("- engine, 1024 MiB contiguous guest, 4 KiB leaves, mock domain (vm): **1 ioctl** against 262,144 for the "
+                          "per-leaf mirror; 50 ms against 1,000 ms (**0.05x** the time)", md)
+            self.assertIn("contiguous guest table (1 null target) against the bare walk by runs: 1000 leaves **1.20x**", md)
+            self.assertIn("two null targets against one (first sync): 1000 leaves, contiguous **1.10x**", md)
+            self.assertIn("- walk by runs, GB/s of entries as a share of the read bandwidth measured in the same run (5.00 GB/s, host): "
+                          "1 GiB tables 200 % over 1 formats", md)
+            self.assertIn("1 thread **1.00x**, 2 threads **1.80x** (2 CPUs online, host)", md)
             self.assertIn("- skipped: 1 GiB areas, domain none: fixture reason", md)
             plots = sorted(p for p in os.listdir(os.path.join(out, "benchmarks")) if p.endswith(".svg"))
-            self.assertEqual(plots, ["churn.svg", "iommuctl-bench.svg", "pages.svg", "swift-vs-c-ratio.svg"])
+            self.assertEqual(plots, ["churn.svg", "engine-churn.svg", "engine-kernel-ioctls.svg", "engine-kernel-time.svg",
+                                     "engine-scaling.svg", "engine-table.svg", "iommuctl-bench.svg", "pages.svg",
+                                     "swift-vs-c-ratio.svg", "walk.svg"])
             with open(os.path.join(out, "benchmarks", "records.jsonl")) as f:
-                self.assertEqual(len(f.readlines()), 7)
+                self.assertEqual(len(f.readlines()), 21)
             for p in plots:
                 root = ET.parse(os.path.join(out, "benchmarks", p)).getroot()
                 self.assertTrue(root.tag.endswith("svg"), p)

@@ -6,6 +6,7 @@
 //   .build/release/MirrorBenchmark host [CHANGES]     this machine
 //   .build/release/MirrorBenchmark allocs             allocations per change (malloc counter)
 //   .build/release/MirrorBenchmark table [LEAVES...]   page-table mode at scale (default 10^4, 2^18, 10^6, 2^22)
+//   .build/release/MirrorBenchmark scaling [CHANGES]   thread scaling on the null target (Scaling.swift)
 //   ../Harness/run-in-vm.sh --memory 3072 -- .build/release/MirrorBenchmark kernel [CHANGES]
 //       (MIRROR_KERNEL_LEAVES: leaves of the contiguous guest, default 2^18 = 1 GiB)
 import CallCostFloor
@@ -113,6 +114,8 @@ if mode == "table" {
     for leaves in sizes {
         for contiguous in [true, false] { try tableSync(leaves: leaves, contiguous: contiguous, reps: leaves > 1_000_000 ? 3 : 5) }
     }
+} else if mode == "scaling" {
+    threadScaling(changes: args.count > 2 ? n : 200_000)
 } else if mode == "allocs" {
     let before = cc_allocations()
     let probe = [Int](repeating: 1, count: 1000)
