@@ -112,7 +112,7 @@ let n = args.count > 2 ? Int(args[2])! : 20000
 if mode == "table" {
     let sizes = args.count > 2 ? args.dropFirst(2).map { Int($0)! } : [10_000, 1 << 18, 1_000_000, 1 << 22]
     for leaves in sizes {
-        for contiguous in [true, false] { try tableSync(leaves: leaves, contiguous: contiguous, reps: leaves > 1_000_000 ? 3 : 5) }
+        for contiguous in [true, false] { try tableSync(leaves: leaves, contiguous: contiguous, reps: leaves > 1_000_000 ? 5 : 9) }
     }
 } else if mode == "scaling" {
     threadScaling(changes: args.count > 2 ? n : 200_000)
