@@ -335,3 +335,101 @@ extension String {
         self = "\(hundredths / 100).\(frac < 10 ? "0" : "")\(frac)"
     }
 }
+
+/// The same streams through the engine into `IOMMUFDModel` (two IOAS, one filled by copy, and a
+/// host AMD v1 table), checked every few batches against the model's own areas, the reference
+/// and the engine's invariants. It runs wherever the test bundle runs (a short slice in the
+/// kernel tier); `MIRROR_SOAK_MODEL_CHANGES=N` runs each stream until it has made N guest
+/// changes (the long run on a host: README, Reliability).
+@Suite(.serialized)
+struct ModelSoakTests {
+    static var changes: Int { getenv("MIRROR_SOAK_MODEL_CHANGES").flatMap { Int(String(cString: $0)) } ?? 2000 }
+    static let checkEvery = 20
+
+    /// The model's areas of `ioas` as pages.
+    static func modelView(_ model: IOMMUFDModel, _ ioas: IOASID, _ fd: CInt, _ ram: TaggedRAM) -> PageMap {
+        var out: PageMap = [:]
+        for a in model.areas(of: ioas, in: fd) ?? [] {
+            let gpa: UInt64
+            switch a.source {
+            case .user(let host):
+                guard let r = ram.regions.first(where: { UInt(bitPattern: $0.base) <= UInt(host.rawValue) && UInt(host.rawValue) < UInt(bitPattern: $0.base) + UInt($0.bytes) }) else {
+                    out[a.iova.first.rawValue] = PageTranslation(gpa: .max, writable: a.writable)
+                    continue
+                }
+                gpa = r.gpa + (host.rawValue - UInt64(UInt(bitPattern: r.base)))
+            case .file(_, let offset):
+                gpa = ram.regions[1].gpa + offset
+            }
+            let n = (a.iova.last.rawValue - a.iova.first.rawValue + 1) / UInt64(page)
+            for p in 0..<n { out[a.iova.first.rawValue + p * UInt64(page)] = PageTranslation(gpa: gpa + p * UInt64(page), writable: a.writable) }
+        }
+        return out
+    }
+
+    static func soak<F: PageTableFormat>(_ name: String, _ format: F?, seed: UInt64, changes: Int) throws -> SoakKernelTests.Totals {
+        let model = IOMMUFDModel(.init(pageSize: UInt64(page), tracing: false))
+        let shared = SharedIOMMUFDContext(try IOMMUFDContext(kernel: model))
+        let behaviour = try KernelBehaviour.probe(shared.iommufd)
+        let ram = try TaggedRAM(pages0: 96, tablePages: 32, pages1: 64)
+        var stream = try SoakStream<F>(seed: seed, base: SoakKernelTests.base, ram: ram, format: format)
+        let a = try shared.iommufd.allocateIOAS(), bIOAS = try shared.iommufd.allocateIOAS()
+        let targets: [any MirrorTarget] = [
+            try IOASTarget(name: "model-a", context: shared, ioas: a, behaviour: behaviour),
+            try IOASTarget(name: "model-b", context: shared, ioas: bIOAS, behaviour: behaviour, fanOut: .copy),
+            try PageTableTarget(name: "amdv1", format: try AMDv1(levels: 4)),
+        ]
+        let mode: MirrorEngine.Mode = format.map { .pageTable($0, root: stream.tables[0].root) } ?? .requests
+        var engine = try MirrorEngine(mode: mode, memory: try ram.ram(), targets: targets, configuration: .init(space: SoakKernelTests.window))
+        var batch = MirrorBatch(), result = MirrorBatchResult()
+        var statuses: [MirrorChangeOutcome.Status] = []
+        var totals = SoakKernelTests.Totals()
+        let start = monotonicSeconds()
+        var b = 0
+        while stream.guestChanges < changes && totals.divergences <= 50 {
+            if format == nil { stream.requestBatch(into: &batch, expecting: &statuses) } else { try stream.tableBatch(into: &batch) }
+            engine.apply(batch, into: &result)
+            totals.engineChanges += batch.count
+            if result.targets.contains(where: { $0.failure != nil }) {
+                totals.diverged(["\(name) batch \(b): a target failed: \(result.targets.compactMap(\.failure))"])
+            }
+            if format == nil {
+                for (c, s) in statuses.enumerated() where result.changes[c].status != s {
+                    totals.diverged(["\(name) batch \(b) change \(c) \(batch.changes[c]): \(result.changes[c].status), the reference \(s)"])
+                }
+            }
+            b += 1
+            guard b % checkEvery == 0 || stream.guestChanges >= changes else { continue }
+            totals.checks += 1
+            let expected = format == nil ? stream.requestView : stream.tableView
+            var problems: [String] = []
+            for (t, ioas) in [(0, a), (1, bIOAS)] {
+                let view = modelView(model, ioas, shared.iommufd.descriptor, ram)
+                problems += differences(view, expected, "model", "reference").map { "\(targets[t].name): \($0)" }
+                problems += differences(view, pageMap(engine.targetShadows[t]), "model", "engine").map { "\(targets[t].name): \($0)" }
+            }
+            problems += engine.checkInvariants().map { "invariant: \($0)" }
+            totals.diverged(problems.map { "\(name) batch \(b): \($0)" })
+        }
+        let seconds = monotonicSeconds() - start
+        totals.guestChanges = stream.guestChanges
+        print("model soak \(name) (seed \(seed)): \(b) batches, \(totals.guestChanges) guest changes, \(totals.engineChanges) engine changes, \(totals.checks) checks, divergences \(totals.divergences), \(String(format2: seconds)) s, \(Int(Double(totals.guestChanges) / max(seconds, 1e-9))) guest changes/s")
+        return totals
+    }
+
+    @Test func seededStreamsIntoTheModel() throws {
+        let seed = getenv("MIRROR_SOAK_SEED").flatMap { UInt64(String(cString: $0)) } ?? 0x5EED
+        let n = Self.changes
+        var all = SoakKernelTests.Totals()
+        let start = monotonicSeconds()
+        for t in [try Self.soak("requests", VTdSecondStage?.none, seed: seed, changes: n),
+                  try Self.soak("vtd-second-stage", try VTdSecondStage(levels: 4), seed: seed + 1, changes: n),
+                  try Self.soak("x86-64", try X86FirstStage(levels: 4), seed: seed + 2, changes: n),
+                  try Self.soak("amd-v1", try AMDv1(levels: 3), seed: seed + 3, changes: n),
+                  try Self.soak("arm-stage2-4k", try ArmVMSAv8(stage: .stage2), seed: seed + 4, changes: n)] {
+            #expect(t.divergences == 0, "\(t.notes)")
+            all.guestChanges += t.guestChanges; all.engineChanges += t.engineChanges; all.checks += t.checks; all.divergences += t.divergences
+        }
+        print("model soak: 5 streams, \(all.guestChanges) guest changes applied, \(all.checks) checks against the model and the reference, divergences \(all.divergences), \(String(format2: monotonicSeconds() - start)) s")
+    }
+}
