@@ -222,12 +222,12 @@ struct SoakStream<Format: PageTableFormat> {
 /// IOAS filled by `IOMMU_IOAS_COPY` from it, and a host AMD v1 table; every few batches the
 /// kernel's view of both IOAS (access reads, `MD_CHECK_MAP`, `MD_CHECK_REFS`) is compared with
 /// the reference and with what the engine says, and the engine's invariants are checked.
-/// `MIRROR_SOAK_BATCHES` sets the batches per stream (CI: the default).
+/// `SWIFT_IOMMUFD_SOAK_BATCHES` sets the batches per stream (CI: the default).
 @Suite(.serialized, .enabled(if: KernelTier.enabled, "needs /dev/iommu"))
 struct SoakKernelTests {
     static let base: UInt64 = 1 << 24
     static var window: IOVARange { range(base, SoakStream<VTdSecondStage>.windowPages * page) }
-    static var batches: Int { getenv("MIRROR_SOAK_BATCHES").flatMap { Int(String(cString: $0)) } ?? 150 }
+    static var batches: Int { getenv("SWIFT_IOMMUFD_SOAK_BATCHES").flatMap { Int(String(cString: $0)) } ?? 150 }
     static let checkEvery = 5
 
     struct Totals {
@@ -305,7 +305,7 @@ struct SoakKernelTests {
 
     @Test func seededStreamsAgainstTheKernelAndAReference() throws {
         var all = Totals()
-        let seed = getenv("MIRROR_SOAK_SEED").flatMap { UInt64(String(cString: $0)) } ?? 0x5EED
+        let seed = getenv("SWIFT_IOMMUFD_SOAK_SEED").flatMap { UInt64(String(cString: $0)) } ?? 0x5EED
         let n = Self.batches
         let streams: [(String, () throws -> Totals)] = [
             ("requests", { try Self.soak("requests", VTdSecondStage?.none, seed: seed, batches: n) }),
@@ -339,11 +339,11 @@ extension String {
 /// The same streams through the engine into `IOMMUFDModel` (two IOAS, one filled by copy, and a
 /// host AMD v1 table), checked every few batches against the model's own areas, the reference
 /// and the engine's invariants. It runs wherever the test bundle runs (a short slice in the
-/// kernel tier); `MIRROR_SOAK_MODEL_CHANGES=N` runs each stream until it has made N guest
+/// kernel tier); `SWIFT_IOMMUFD_SOAK_MODEL_CHANGES=N` runs each stream until it has made N guest
 /// changes (the long run on a host: README, Reliability).
 @Suite(.serialized)
 struct ModelSoakTests {
-    static var changes: Int { getenv("MIRROR_SOAK_MODEL_CHANGES").flatMap { Int(String(cString: $0)) } ?? 2000 }
+    static var changes: Int { getenv("SWIFT_IOMMUFD_SOAK_MODEL_CHANGES").flatMap { Int(String(cString: $0)) } ?? 300 }
     static let checkEvery = 20
 
     /// The model's areas of `ioas` as pages.
@@ -418,7 +418,7 @@ struct ModelSoakTests {
     }
 
     @Test func seededStreamsIntoTheModel() throws {
-        let seed = getenv("MIRROR_SOAK_SEED").flatMap { UInt64(String(cString: $0)) } ?? 0x5EED
+        let seed = getenv("SWIFT_IOMMUFD_SOAK_SEED").flatMap { UInt64(String(cString: $0)) } ?? 0x5EED
         let n = Self.changes
         var all = SoakKernelTests.Totals()
         let start = monotonicSeconds()
