@@ -50,15 +50,16 @@ for config in debug release; do
     --xunit-output "$results/host-$config.xml" || status=1
 done
 
-# Sanitizer tiers: every report is a failure (none is suppressed). The one test skipped here,
-# defaultBudgetBoundsAHostileWalk (a walk bounded only by the default budget: minutes under
-# TSan), stays in the debug and release tiers above.
+# Sanitizer tiers: every report is a failure (none is suppressed). Two tests stay in the debug
+# and release tiers above only: defaultBudgetBoundsAHostileWalk (a walk bounded only by the
+# default budget: minutes under TSan) and VMTests (it boots the VM and runs the built iommuctl
+# there, where a sanitizer's runtime does not start: SIGILL; no sanitizer report involved).
 for s in "${sanitizers[@]}"; do
   name=$(scratch "$s"); name=${name#.build-}
   step "host tier, $s sanitizer"
   TSAN_OPTIONS=halt_on_error=1 ASAN_OPTIONS=halt_on_error=1 SWIFT_IOMMUFD_REQUIRE_ABI_CHECK=1 \
     swift test --scratch-path ".build-$name" --sanitize="$s" --skip-build --skip KernelTests \
-    --skip defaultBudgetBoundsAHostileWalk --xunit-output "$results/host-$name.xml" || status=1
+    --skip defaultBudgetBoundsAHostileWalk --skip VMTests --xunit-output "$results/host-$name.xml" || status=1
 done
 
 step "kernel tier"
