@@ -50,7 +50,7 @@ for config in debug release; do
     --xunit-output "$results/host-$config.xml" || status=1
 done
 
-# Sanitizer tiers: every report is a failure (none is suppressed). Two tests stay in the debug
+# Sanitizer tiers: every report in the project's code is a failure. Two tests stay in the debug
 # and release tiers above only: defaultBudgetBoundsAHostileWalk (a walk bounded only by the
 # default budget: minutes under TSan) and VMTests (it boots the VM and runs the built iommuctl
 # there, where a sanitizer's runtime does not start: SIGILL; no sanitizer report involved).
