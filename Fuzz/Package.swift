@@ -1,5 +1,6 @@
 // swift-tools-version: 6.1
-// Fuzz targets for the IOPageTables walker, one executable per format. Build and run them with
+// Fuzz targets for the IOPageTables walker, one executable per format, and one for the mirror
+// engine on the kernel model (FuzzMirror). Build and run them with
 // ./run.sh [seconds-per-format]; it passes --sanitize fuzzer --sanitize address.
 import PackageDescription
 
@@ -19,6 +20,17 @@ let package = Package(
             dependencies: ["FuzzHarness", .product(name: "IOPageTables", package: rootPackage)],
             path: "Targets/\(name)",
             swiftSettings: [.unsafeFlags(["-parse-as-library"])])
-    },
+    } + [
+        // The mirror engine on the kernel model, with hostile guest tables and failing ioctls.
+        .executableTarget(
+            name: "FuzzMirror",
+            dependencies: [
+                "FuzzHarness",
+                .product(name: "IOMMUMirror", package: rootPackage), .product(name: "IOMMUFDModel", package: rootPackage),
+                .product(name: "IOMMUFD", package: rootPackage), .product(name: "IOPageTables", package: rootPackage),
+            ],
+            path: "Targets/Mirror",
+            swiftSettings: [.unsafeFlags(["-parse-as-library"])]),
+    ],
     swiftLanguageModes: [.v6]
 )

@@ -13,7 +13,8 @@ while [ $# -gt 0 ]; do
     esac
 done
 cd "$(dirname "$0")"
-formats=(VTdSecondStage X86FirstStage AMDv1 Arm4K Arm16K Arm64K ArmStage2 ArmV7Short RISCV)
+# The walker of every format, and the mirror engine on the kernel model (Targets/Mirror).
+formats=(VTdSecondStage X86FirstStage AMDv1 Arm4K Arm16K Arm64K ArmStage2 ArmV7Short RISCV Mirror)
 
 sanitize=(-c release --sanitize fuzzer --sanitize address)
 bin="$(swift build "${sanitize[@]}" --show-bin-path)"

@@ -164,7 +164,18 @@ public final class IOASTarget: MirrorTarget {
                 _ = try context.iommufd.map(host, into: ioas, at: m.iova.first, access: access)
             }
         } catch {
-            throw MirrorTargetError(target: name, operation: .map, range: m.iova, errno: error.errno, detail: error.description)
+            // The kernel creates the area before it copies its answer out, and that copy can
+            // fail (EFAULT, seen under fault injection): an error does not mean nothing was
+            // created. The engine maps only where this IOAS holds nothing, so removing exactly
+            // this range (EEXIST aside: then something else is there) keeps "on failure nothing
+            // was created" true.
+            var detail = error.description
+            if error.errno != .fileExists {
+                do { _ = try context.iommufd.unmap(m.iova, from: ioas) } catch where error.errno == .noSuchFileOrDirectory {} catch {
+                    detail += "; removing what it may have created failed too: \(error.description)"
+                }
+            }
+            throw MirrorTargetError(target: name, operation: .map, range: m.iova, errno: error.errno, detail: detail)
         }
     }
 

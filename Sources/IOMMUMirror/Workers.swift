@@ -216,18 +216,17 @@ final class Lane: @unchecked Sendable {
                                              detail: "unmapped \(bytes) bytes where the shadow holds \(expected)")
                 }
             } catch {
-                // One area fails before anything is removed; several may be partly gone: learn
-                // which are left, removing them one by one.
+                // Some or all of the areas may be gone, even of one area: the kernel removes
+                // them before it copies its answer out, and that copy can fail (EFAULT, seen
+                // under fault injection). Learn which are left, removing them one by one.
                 var left = false
-                if g == h { left = true } else {
-                    for k in g...h {
-                        let e = shadow[removed[k]]
-                        metrics[t].calls += 1
-                        do {
-                            if try target.unmapIfPresent(e.iova) { metrics[t].bytesUnmapped &+= e.length }
-                            forget(e, on: t, journaling)
-                        } catch { left = true }
-                    }
+                for k in g...h {
+                    let e = shadow[removed[k]]
+                    metrics[t].calls += 1
+                    do {
+                        if try target.unmapIfPresent(e.iova) { metrics[t].bytesUnmapped &+= e.length }
+                        forget(e, on: t, journaling)
+                    } catch { left = true }
                 }
                 if left { return error }
                 metrics[t].unmaps += 1
