@@ -57,13 +57,16 @@ done
 # there, where a sanitizer's runtime does not start: SIGILL; no sanitizer report involved).
 # --disable-xctest: every test here is swift-testing. LeakSanitizer reports leaks inside the
 # toolchain's Foundation and XCTest (Harness/lsan-toolchain.supp names those libraries only).
+# ThreadSanitizer skips IOPageTableTests too: single-threaded code (ASan and the fuzzers cover
+# it), and two thirds of the TSan tier's time.
 for s in "${sanitizers[@]}"; do
   name=$(scratch "$s"); name=${name#.build-}
+  extra=(); [ "$s" = thread ] && extra=(--skip IOPageTableTests)
   step "host tier, $s sanitizer"
   TSAN_OPTIONS=halt_on_error=1 ASAN_OPTIONS=halt_on_error=1 LSAN_OPTIONS=suppressions=Harness/lsan-toolchain.supp \
     SWIFT_IOMMUFD_REQUIRE_ABI_CHECK=1 \
     swift test --scratch-path ".build-$name" --sanitize="$s" --skip-build --disable-xctest --skip KernelTests \
-    --skip defaultBudgetBoundsAHostileWalk --skip VMTests --xunit-output "$results/host-$name.xml" || status=1
+    --skip defaultBudgetBoundsAHostileWalk --skip VMTests "${extra[@]}" --xunit-output "$results/host-$name.xml" || status=1
 done
 
 step "kernel tier"
