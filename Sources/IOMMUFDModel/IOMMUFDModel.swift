@@ -154,7 +154,7 @@ public final class IOMMUFDModel: KernelInterface, Sendable {
 
     let configuration: Configuration
     let files = ReadWriteLock(Files())
-    let shared = Mutex(Shared())
+    let shared = ReadWriteLock(Shared())
     /// Failures still to inject, in all: a call looks at `shared` only when this is nonzero.
     let pendingInjectionCount = Atomic<Int>(0)
 
@@ -173,7 +173,7 @@ public final class IOMMUFDModel: KernelInterface, Sendable {
     /// fail with `errno` before the model decodes them. Calls add up per request.
     public func injectFailure(_ errno: Errno, for request: IoctlRequest, count: Int = 1) {
         precondition(count > 0, "count must be positive")
-        shared.withLock {
+        shared.write {
             $0.injections[request, default: []].append(contentsOf: repeatElement(errno, count: count))
             pendingInjectionCount.add(count, ordering: .relaxed)
         }
@@ -181,18 +181,18 @@ public final class IOMMUFDModel: KernelInterface, Sendable {
 
     /// Failures still to be injected, per request.
     public var pendingInjections: [IoctlRequest: Int] {
-        shared.withLock { $0.injections.filter { !$0.value.isEmpty }.mapValues(\.count) }
+        shared.write { $0.injections.filter { !$0.value.isEmpty }.mapValues(\.count) }
     }
 
     /// Every call recorded while tracing, oldest first.
-    public var trace: [TraceEntry] { shared.withLock { $0.trace } }
+    public var trace: [TraceEntry] { shared.write { $0.trace } }
 
     /// The recorded ioctls only, oldest first.
     public var ioctlTrace: [TraceEntry] {
         trace.filter { if case .ioctl = $0.call { true } else { false } }
     }
 
-    public func clearTrace() { shared.withLock { $0.trace.removeAll(keepingCapacity: true) } }
+    public func clearTrace() { shared.write { $0.trace.removeAll(keepingCapacity: true) } }
 
     /// How many ioctls of `request` were made since the last ``resetCounters()``, failed ones
     /// included.
@@ -203,9 +203,9 @@ public final class IOMMUFDModel: KernelInterface, Sendable {
         files.read { f in
             var counts: [IoctlRequest: Int] = [:]
             for context in f.contexts.values {
-                context.state.withLock { c in counts.merge(c.counts, uniquingKeysWith: +) }
+                context.state.write { c in counts.merge(c.counts, uniquingKeysWith: +) }
             }
-            return shared.withLock { counts.merging($0.counts, uniquingKeysWith: +) }
+            return shared.write { counts.merging($0.counts, uniquingKeysWith: +) }
         }
     }
 
@@ -214,8 +214,8 @@ public final class IOMMUFDModel: KernelInterface, Sendable {
 
     public func resetCounters() {
         files.read { f in
-            for context in f.contexts.values { context.state.withLock { $0.counts.removeAll(keepingCapacity: true) } }
-            shared.withLock { $0.counts.removeAll(keepingCapacity: true) }
+            for context in f.contexts.values { context.state.write { $0.counts.removeAll(keepingCapacity: true) } }
+            shared.write { $0.counts.removeAll(keepingCapacity: true) }
         }
     }
 
@@ -224,17 +224,17 @@ public final class IOMMUFDModel: KernelInterface, Sendable {
 
     /// The IOAS of the iommufd `fd`, ascending; `nil` for an unknown descriptor.
     public func ioasIDs(in fd: CInt) -> [IOASID]? {
-        context(fd)?.state.withLock { c in c.objects.keys.sorted().map(IOASID.init(rawValue:)) }
+        context(fd)?.state.write { c in c.objects.keys.sorted().map(IOASID.init(rawValue:)) }
     }
 
     /// The areas mapped in `ioas` of the iommufd `fd`, ascending; `nil` when either is unknown.
     public func areas(of ioas: IOASID, in fd: CInt) -> [Area]? {
-        context(fd)?.state.withLock { c in c.objects[ioas.rawValue].map { $0.state.publicAreas } } ?? nil
+        context(fd)?.state.write { c in c.objects[ioas.rawValue].map { $0.state.publicAreas } } ?? nil
     }
 
     /// Marks an object busy (a device would hold it): `IOMMU_DESTROY` answers `EBUSY` for it.
     public func setInUse(_ ioas: IOASID, _ inUse: Bool, in fd: CInt) {
-        context(fd)?.state.withLock { c in c.objects[ioas.rawValue]?.state.inUse = inUse }
+        context(fd)?.state.write { c in c.objects[ioas.rawValue]?.state.inUse = inUse }
     }
 
     // MARK: KernelInterface
@@ -265,11 +265,11 @@ public final class IOMMUFDModel: KernelInterface, Sendable {
         if !Self.isModelDescriptor(fd) { return passThrough(fd, "close") { $0.close(fd) } }
         let closed: Bool = files.write { f in
             if let context = f.contexts.removeValue(forKey: fd) {
-                let counts = context.state.withLock { c in
+                let counts = context.state.write { c in
                     c.closed = true
                     return c.counts
                 }
-                shared.withLock { $0.counts.merge(counts, uniquingKeysWith: +) }
+                shared.write { $0.counts.merge(counts, uniquingKeysWith: +) }
                 return true
             }
             return f.otherFiles.removeValue(forKey: fd) != nil
@@ -280,11 +280,11 @@ public final class IOMMUFDModel: KernelInterface, Sendable {
 
     public func ioctl(_ fd: CInt, _ request: IoctlRequest, _ argument: UnsafeMutableRawPointer?) -> Result<CInt, Errno> {
         if let context = context(fd),
-           let result = context.state.withLock({ c in c.closed ? nil : c.ioctl(fd, request, argument, self) }) {
+           let result = context.state.write({ c in c.closed ? nil : c.ioctl(fd, request, argument, self) }) {
             return result
         }
         let e: Errno = files.read { $0.otherFiles[fd] != nil } ? .inappropriateIOCTLForDevice : .badFileDescriptor
-        shared.withLock { $0.counts[request, default: 0] += 1 }
+        shared.write { $0.counts[request, default: 0] += 1 }
         record(fd, .ioctl(request), [], e)
         return .failure(e)
     }
@@ -337,13 +337,13 @@ public final class IOMMUFDModel: KernelInterface, Sendable {
     func record(_ fd: CInt, _ call: TraceEntry.Call, _ fields: [Field], _ errno: Errno?, injected: Bool = false) {
         guard configuration.tracing else { return }
         let entry = TraceEntry(fd: fd, call: call, fields: fields, errno: errno, injected: injected)
-        shared.withLock { $0.trace.append(entry) }
+        shared.write { $0.trace.append(entry) }
     }
 
     /// The next failure to inject for `request`, taken off the list; `nil` when none is pending.
     func takeInjection(for request: IoctlRequest) -> Errno? {
         guard pendingInjectionCount.load(ordering: .relaxed) > 0 else { return nil }
-        return shared.withLock { s in
+        return shared.write { s in
             guard let e = s.injections[request]?.first else { return nil }
             s.injections[request]!.removeFirst()
             pendingInjectionCount.subtract(1, ordering: .relaxed)

@@ -118,8 +118,11 @@ struct Context {
 /// An open iommufd of the model, with its own lock: calls on different descriptors never wait
 /// for one another (unless tracing, which appends to the one shared trace).
 final class ModelContext: Sendable {
-    let state: Mutex<Context>
-    init(_ configuration: IOMMUFDModel.Configuration) { state = Mutex(Context(configuration: configuration)) }
+    /// Behind a pthread lock, not Synchronization's Mutex: ThreadSanitizer sees the order a
+    /// pthread lock gives (that Mutex is a bare futex to it, and the accesses it orders were
+    /// reported as races).
+    let state: ReadWriteLock<Context>
+    init(_ configuration: IOMMUFDModel.Configuration) { state = ReadWriteLock(Context(configuration: configuration)) }
 }
 
 /// Which descriptors are open.
