@@ -183,6 +183,22 @@ struct FastPathTests {
             return try! IOVARange(first: IOVA(min(first, last)), last: IOVA(max(first, last)))
         }
         for _ in 0..<4 { checkPathsAgree(b.walker(), randomRange(), "\(f) dense range") }
+        // Ranges inside one leaf or one leaf table: the descent through plain table pointers.
+        func smallRange() -> IOVARange {
+            let leaf = leaves[Int(rng.next() % UInt64(leaves.count))].input
+            guard rng.next() % 2 == 0 else { return leaf }
+            let window = UInt64(1) << UInt64(f.itemShift(level: 1))
+            let first = leaf.first.rawValue & ~(window - 1)
+            return try! IOVARange(first: IOVA(first), last: IOVA(first | (window - 1)))
+        }
+        var descended = 0
+        for _ in 0..<8 {
+            let r = smallRange()
+            if checkPathsAgree(b.walker(), r, "\(f) small range \(r)") >= 1 { descended += 1 }
+        }
+        if f.tablePointerTest(level: f.topLevel) != .none {
+            #expect(descended > 0, "the descent never ran on \(f)")
+        }
         // Small budgets stop both paths at the same entry, with the same statistics.
         for _ in 0..<4 {
             let budget = WalkBudget(maxEntries: 1 + Int(rng.next() % 1500), maxTables: 1 + Int(rng.next() % 8))
@@ -192,6 +208,7 @@ struct FastPathTests {
         for round in 0..<40 {
             for _ in 0..<(1 + rng.next() % 4) { mutate(arena, used: used, entryBytes: f.entryBytes, rng: &rng) }
             checkPathsAgree(b.walker(), .all, "\(f) hostile round \(round)")
+            checkPathsAgree(b.walker(), smallRange(), "\(f) hostile small range round \(round)")
             if round % 4 == 0 {
                 checkPathsAgree(b.walker(), randomRange(), "\(f) hostile range round \(round)")
                 checkPathsAgree(b.walker(budget: WalkBudget(maxEntries: 1 + Int(rng.next() % 1500), maxTables: 1 + Int(rng.next() % 8))),
@@ -300,6 +317,39 @@ struct FastPathTests {
             let stats = try w.walk(skippingFaults: { _ in }) { _ in }
             #expect(counting.counter.loads <= 2 * stats.entriesRead, "pattern \(pattern): \(counting.counter.loads) loads for \(stats)")
             checkPathsAgree(b.walker(), .all, "pattern \(pattern)")
+        }
+    }
+
+    /// The promise behind ``PageTableFormat/tablePointerTest(level:)``: every entry that passes
+    /// the test decodes as that table pointer, and the builder's own table entries pass it.
+    @Test(arguments: 0..<allFormats.count)
+    func tablePointerTestKeepsItsPromise(_ index: Int) {
+        checkTablePointer(allFormats[index])
+    }
+
+    func checkTablePointer<F: PageTableFormat>(_ f: F) {
+        var rng = SplitMix64(seed: 11)
+        #expect(f.tablePointerTest(level: 0) == .none, "\(f): a pointer test at the leaf level")
+        guard f.topLevel > 0 else { return }
+        for level in 1...f.topLevel {
+            let test = f.tablePointerTest(level: level)
+            guard test != .none else { continue }
+            for _ in 0..<20_000 {
+                let raw = (rng.next() & ~test.mask) | test.value
+                let expected = DecodedEntry.table(GuestPhysicalAddress(test.table(raw)), nextLevel: level - 1, allows: test.allows)
+                let decoded = f.decode(raw, level: level)
+                if decoded != expected {
+                    Issue.record("\(f) level \(level): \(String(raw, radix: 16)) passes the test but decodes as \(decoded)")
+                    break
+                }
+            }
+            // The builder's table entries take the descent.
+            let bytes = UInt64(f.tableBytes(level: level - 1))
+            for _ in 0..<100 {
+                let address = (rng.next() & lowMask(min(f.outputBits, 32))) & ~(bytes - 1)
+                let e = f.encodeTable(GuestPhysicalAddress(address), level: level)
+                #expect(test.matches(e) && test.table(e) == address, "\(f) level \(level): encodeTable(\(address)) fails the test")
+            }
         }
     }
 

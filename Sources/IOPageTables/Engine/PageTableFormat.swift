@@ -34,6 +34,7 @@ public struct DecodedLeaf: Hashable, Sendable {
     /// its own (Arm contiguous hint).
     public var replicasShareOutput: Bool
 
+    @inlinable
     public init(output: UInt64, sizeShift: Int, permissions: Permissions, replicasShareOutput: Bool) {
         self.output = output
         self.sizeShift = sizeShift
@@ -89,6 +90,44 @@ public protocol PageTableFormat: Sendable, Hashable {
     /// (width, alignment, reserved low bits) stay true or turn false once along the run. The
     /// cross-path tests check the promise on random and hostile tables of every format.
     func leafRunStep(level: Int) -> UInt64
+
+    /// A mask test for the common pointer to the next table at `level` (> 0): the walker's
+    /// descent takes an entry that passes it without decoding it. A format giving a test
+    /// promises that every raw entry `e` with ``TablePointerTest/matches(_:)`` decodes (by
+    /// ``decode(_:level:)``) as `.table(GuestPhysicalAddress(test.table(e)), nextLevel: level - 1,
+    /// allows: test.allows)`. ``TablePointerTest/none`` (the default) matches nothing. The
+    /// tests check the promise on random entries of every format.
+    func tablePointerTest(level: Int) -> TablePointerTest
+}
+
+/// Which raw entries are plain table pointers (``PageTableFormat/tablePointerTest(level:)``):
+/// those with `raw & mask == value`; the table's address is `(raw & address) << addressShift`.
+public struct TablePointerTest: Hashable, Sendable {
+    public var mask: UInt64
+    public var value: UInt64
+    public var address: UInt64
+    public var addressShift: Int
+    /// What the subtree may grant (hierarchical permissions).
+    public var allows: Permissions
+
+    @inlinable
+    public init(mask: UInt64, value: UInt64, address: UInt64, addressShift: Int = 0, allows: Permissions) {
+        self.mask = mask
+        self.value = value
+        self.address = address
+        self.addressShift = addressShift
+        self.allows = allows
+    }
+
+    /// Matches no entry.
+    @inlinable public static var none: TablePointerTest { TablePointerTest(mask: 0, value: 1, address: 0, allows: []) }
+
+    @inlinable @inline(__always)
+    public func matches(_ raw: UInt64) -> Bool { raw & mask == value }
+
+    /// The table an entry that matches points to.
+    @inlinable @inline(__always)
+    public func table(_ raw: UInt64) -> UInt64 { (raw & address) << UInt64(addressShift) }
 }
 
 extension PageTableFormat {
@@ -98,6 +137,10 @@ extension PageTableFormat {
     /// No run fast path.
     @inlinable
     public func leafRunStep(level: Int) -> UInt64 { 0 }
+
+    /// No descent fast path.
+    @inlinable
+    public func tablePointerTest(level: Int) -> TablePointerTest { .none }
 
     /// Input bits the whole table translates (up to 64).
     @inlinable

@@ -26,8 +26,9 @@ public struct WalkStatistics: Hashable, Sendable, CustomStringConvertible {
     public var tablesVisited = 0
     public var leaves = 0
     public var faultsSkipped = 0
-    /// Of ``entriesRead``, the entries the run fast path took: runs of leaves whose entries
-    /// each add one item to the previous (decoded once per run), and repeats of an empty entry.
+    /// Of ``entriesRead``, the entries the fast paths took: runs of leaves whose entries each
+    /// add one item to the previous (decoded once per run), repeats of an empty entry, and the
+    /// plain table pointers of a descent towards a range inside one entry (not decoded).
     /// A measure of how much of the walk ran fast; everything else in these statistics is the
     /// same with and without the fast path.
     public var fastPathEntries = 0
@@ -89,8 +90,10 @@ extension PageTableWalkError: Hashable where VisitorError: Hashable {}
 /// previous (``PageTableFormat/leafRunStep(level:)``), then decodes only the last of them; by
 /// the format's promise every entry in between is then the same leaf moved on (if the last is
 /// not, a binary search finds where the run stops). Repeats of an empty entry are skipped the
-/// same way. Faults, budgets, leaves and statistics are exactly those of decoding every entry.
-/// ``visitRuns(_:_:)`` hands out such runs merged into maximal ``TranslationRun``s, one call
+/// same way. A walk of a range inside one entry of the upper tables (an invalidation) goes
+/// down through plain table pointers without decoding them
+/// (``PageTableFormat/tablePointerTest(level:)``). Faults, budgets, leaves and statistics are
+/// exactly those of decoding every entry. ``visitRuns(_:_:)`` hands out such runs merged into maximal ``TranslationRun``s, one call
 /// per run instead of one per leaf.
 public struct PageTableWalker<Format: PageTableFormat, Memory: GuestMemory> {
     public var format: Format
@@ -342,12 +345,56 @@ public struct PageTableWalker<Format: PageTableFormat, Memory: GuestMemory> {
             state.pathFirst[0] = root.rawValue
             state.pathLast[0] = root.rawValue &+ UInt64(format.tableBytes(level: top) - 1)
             state.depth = 1
-            let control = try walkTable(root.rawValue, level: top, tableBase: 0, first: first, last: last, allows: .all,
+            var (table, level, tableBase, allows) = (root.rawValue, top, UInt64(0), Permissions.all)
+            if runFastPath { descend(first, last, &table, &level, &tableBase, &allows, &state) }
+            let control = try walkTable(table, level: level, tableBase: tableBase, first: first, last: last, allows: allows,
                                         &state, skip, onFault, group, flush)
             if control == .stop { return state.stats }
         }
         do { _ = try flush() } catch { throw .visitor(error) }
         return state.stats
+    }
+
+    /// The descent fast path: while `first...last` lies within one entry of the current table
+    /// and that entry is a plain pointer to the next table (``PageTableFormat/tablePointerTest(level:)``),
+    /// moves down to that table without decoding the entry, doing the checks and the
+    /// accounting ``walkTable`` would do for it. It stops, leaving the rest to ``walkTable``, at
+    /// the first entry that needs more: not plain, a table out of memory or misaligned, a loop,
+    /// an exhausted budget. Only whole tables readable in place are descended through.
+    @inlinable
+    func descend(_ first: UInt64, _ last: UInt64, _ table: inout UInt64, _ level: inout Int, _ tableBase: inout UInt64,
+                 _ allows: inout Permissions, _ state: inout WalkState) {
+        // Shifts and sizes below are those of a valid format (< 64 bits, tables < 2^63 bytes).
+        let entryLog2 = format.entryBytes == 8 ? 3 : 2
+        while level > 0 {
+            let shift = UInt64(truncatingIfNeeded: format.itemShift(level: level))
+            let k = (first &- tableBase) &>> shift
+            guard k == (last &- tableBase) &>> shift, state.entriesLeft > 0, state.tablesLeft > 0 else { return }
+            let tableMask = (UInt64(1) &<< UInt64(truncatingIfNeeded: entryLog2 &+ format.indexBits(level: level))) &- 1
+            let (tableLast, wraps) = table.addingReportingOverflow(tableMask)
+            guard !wraps, let bytes = memory.readableBytes(of: try! GuestPhysicalRange(first: GuestPhysicalAddress(table), last: GuestPhysicalAddress(tableLast))) else { return }
+            let raw = entryLog2 == 3
+                ? UInt64(littleEndian: bytes.loadUnaligned(fromByteOffset: Int(truncatingIfNeeded: k &<< 3), as: UInt64.self))
+                : UInt64(UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: Int(truncatingIfNeeded: k &<< 2), as: UInt32.self)))
+            let test = format.tablePointerTest(level: level)
+            guard test.matches(raw) else { return }
+            let next = test.table(raw)
+            let nextMask = (UInt64(1) &<< UInt64(truncatingIfNeeded: entryLog2 &+ format.indexBits(level: level &- 1))) &- 1
+            let nextLast = next | nextMask
+            let entryBase = tableBase &+ (k &<< shift)
+            guard next & nextMask == 0, last &- entryBase <= (UInt64(1) &<< shift) &- 1 else { return }
+            for d in 0..<state.depth where next <= state.pathLast[d] && state.pathFirst[d] <= nextLast { return }
+            state.entriesLeft &-= 1
+            state.stats.entriesRead &+= 1
+            state.stats.fastPathEntries &+= 1
+            state.tablesLeft &-= 1
+            state.stats.tablesVisited &+= 1
+            state.pathFirst[state.depth] = next
+            state.pathLast[state.depth] = nextLast
+            state.depth &+= 1
+            (table, level, tableBase) = (next, level &- 1, entryBase)
+            allows = allows.intersection(test.allows)
+        }
     }
 
     @inlinable @inline(__always)

@@ -6,16 +6,16 @@
 /// `execute` only when neither is set.
 public struct Permissions: OptionSet, Hashable, Sendable, CustomStringConvertible {
     public let rawValue: UInt8
-    public init(rawValue: UInt8) { self.rawValue = rawValue }
+    @inlinable public init(rawValue: UInt8) { self.rawValue = rawValue }
 
-    public static let read = Permissions(rawValue: 1 << 0)
-    public static let write = Permissions(rawValue: 1 << 1)
-    public static let execute = Permissions(rawValue: 1 << 2)
+    @inlinable public static var read: Permissions { Permissions(rawValue: 1 << 0) }
+    @inlinable public static var write: Permissions { Permissions(rawValue: 1 << 1) }
+    @inlinable public static var execute: Permissions { Permissions(rawValue: 1 << 2) }
     /// Accessible to unprivileged (user / EL0 / U-mode) requests.
-    public static let user = Permissions(rawValue: 1 << 3)
+    @inlinable public static var user: Permissions { Permissions(rawValue: 1 << 3) }
 
-    public static let readWrite: Permissions = [.read, .write]
-    public static let all: Permissions = [.read, .write, .execute, .user]
+    @inlinable public static var readWrite: Permissions { [.read, .write] }
+    @inlinable public static var all: Permissions { [.read, .write, .execute, .user] }
 
     public var description: String {
         var s = ""

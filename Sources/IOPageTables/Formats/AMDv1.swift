@@ -18,22 +18,22 @@ public struct AMDv1: PageTableFormat {
         self.outputBits = outputBits
     }
 
-    static let present: UInt64 = 1 << 0
-    static let address = bitField(51, 12)
+    @inlinable static var present: UInt64 { 1 << 0 }
+    @inlinable static var address: UInt64 { bitField(51, 12) }
     /// Reserved in every entry; a PDE also reserves 60:59 (a PTE's U and FC).
-    static let reserved = bitField(58, 52)
-    static let pdeReserved = bitField(60, 52)
-    static let readable: UInt64 = 1 << 61
-    static let writable: UInt64 = 1 << 62
-    static let nextLevelSize: UInt64 = 7
+    @inlinable static var reserved: UInt64 { bitField(58, 52) }
+    @inlinable static var pdeReserved: UInt64 { bitField(60, 52) }
+    @inlinable static var readable: UInt64 { 1 << 61 }
+    @inlinable static var writable: UInt64 { 1 << 62 }
+    @inlinable static var nextLevelSize: UInt64 { 7 }
 
-    public var topLevel: Int { levels - 1 }
-    public var entryBytes: Int { 8 }
-    public var inputExtension: InputExtension { .zero }
-    public func itemShift(level: Int) -> Int { 12 + 9 * level }
-    public func indexBits(level: Int) -> Int { level == 5 ? 7 : 9 }
+    @inlinable public var topLevel: Int { levels - 1 }
+    @inlinable public var entryBytes: Int { 8 }
+    @inlinable public var inputExtension: InputExtension { .zero }
+    @inlinable public func itemShift(level: Int) -> Int { 12 + 9 * level }
+    @inlinable public func indexBits(level: Int) -> Int { level == 5 ? 7 : 9 }
 
-    public func decode(_ e: UInt64, level: Int) -> DecodedEntry {
+    @inlinable public func decode(_ e: UInt64, level: Int) -> DecodedEntry {
         guard e & Self.present != 0 else { return .empty }
         guard e & Self.reserved == 0 else { return .fault(.reservedBitsSet) }
         let field = e & Self.address
@@ -88,5 +88,14 @@ public struct AMDv1: PageTableFormat {
 
     /// NextLevel-0 leaves of the level's default size (NL=7 runs are replicated, so the walker
     /// takes them one by one); a carry out of bit 51 sets reserved bits.
-    public func leafRunStep(level: Int) -> UInt64 { level < 5 ? bit(itemShift(level: level)) : 0 }
+    @inlinable public func leafRunStep(level: Int) -> UInt64 { level < 5 ? bit(itemShift(level: level)) : 0 }
+
+    /// PR, IR and IW set, NextLevel the next level down (no skipping); bits 60:52 and the
+    /// address bits at or above the width clear.
+    @inlinable public func tablePointerTest(level: Int) -> TablePointerTest {
+        guard level > 0, level <= topLevel else { return .none }
+        return TablePointerTest(mask: Self.present | Self.readable | Self.writable | bitField(11, 9) | Self.pdeReserved | bitField(51, outputBits),
+                                value: Self.present | Self.readable | Self.writable | UInt64(level) << 9, address: Self.address,
+                                allows: .readWrite)
+    }
 }

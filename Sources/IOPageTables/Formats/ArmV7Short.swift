@@ -17,18 +17,18 @@ public struct ArmV7Short: PageTableFormat {
         self.outputBits = outputBits
     }
 
-    public func outputBits(leafShift sizeShift: Int) -> Int { sizeShift == 24 ? outputBits : 32 }
+    @inlinable public func outputBits(leafShift sizeShift: Int) -> Int { sizeShift == 24 ? outputBits : 32 }
 
-    public var topLevel: Int { 1 }
-    public var entryBytes: Int { 4 }
-    public var inputExtension: InputExtension { .zero }
-    public func itemShift(level: Int) -> Int { level == 1 ? 20 : 12 }
-    public func indexBits(level: Int) -> Int { level == 1 ? 12 : 8 }
+    @inlinable public var topLevel: Int { 1 }
+    @inlinable public var entryBytes: Int { 4 }
+    @inlinable public var inputExtension: InputExtension { .zero }
+    @inlinable public func itemShift(level: Int) -> Int { level == 1 ? 20 : 12 }
+    @inlinable public func indexBits(level: Int) -> Int { level == 1 ? 12 : 8 }
 
     /// Attribute block position: b10 at L1, b4 at L2.
-    func attributeShift(_ level: Int) -> Int { 16 - 6 * (2 - level) }
+    @inlinable func attributeShift(_ level: Int) -> Int { 16 - 6 * (2 - level) }
 
-    func permissions(_ e: UInt64, level: Int, executeNever: Bool) -> Permissions {
+    @inlinable func permissions(_ e: UInt64, level: Int, executeNever: Bool) -> Permissions {
         let a = attributeShift(level)
         guard isSet(e, a) else { return [] }  // AP0: access flag clear
         var p: Permissions = .read
@@ -38,7 +38,7 @@ public struct ArmV7Short: PageTableFormat {
         return p
     }
 
-    public func decode(_ e: UInt64, level: Int) -> DecodedEntry {
+    @inlinable public func decode(_ e: UInt64, level: Int) -> DecodedEntry {
         let type = e & 3
         guard type != 0 else { return .empty }
         if level == 1 {
@@ -96,5 +96,10 @@ public struct ArmV7Short: PageTableFormat {
 
     /// Small pages (b31:12) and sections (b31:20); large pages and supersections are
     /// replicated. A 32-bit entry cannot carry past bit 31.
-    public func leafRunStep(level: Int) -> UInt64 { bit(itemShift(level: level)) }
+    @inlinable public func leafRunStep(level: Int) -> UInt64 { bit(itemShift(level: level)) }
+
+    /// An L1 entry of type 0b01.
+    @inlinable public func tablePointerTest(level: Int) -> TablePointerTest {
+        level == 1 ? TablePointerTest(mask: 3, value: 1, address: 0xFFFF_FC00, allows: .all) : .none
+    }
 }

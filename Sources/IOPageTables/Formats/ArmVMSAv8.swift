@@ -30,8 +30,12 @@ public struct ArmVMSAv8: PageTableFormat {
     /// while AP[2] (stage 1) or S2AP[1] (stage 2) still marks it clean.
     public let hardwareDirty: Bool
 
-    let levels: Int
-    let topIndexBits: Int
+    @usableFromInline let levels: Int
+    @usableFromInline let topIndexBits: Int
+    /// Bits reserved in every valid descriptor of this layout.
+    @usableFromInline let reservedBits: UInt64
+    /// What ``tablePointerTest(level:)`` masks (0: no test, for the 52-bit layouts).
+    @usableFromInline let plainTableMask: UInt64
 
     public init(stage: Stage, granule: Granule = .size4K, inputBits: Int = 48, outputBits: Int = 48,
                 concatenatedRootsLog2: Int = 0, upperHalf: Bool = false, hierarchicalPermissions: Bool = true,
@@ -69,33 +73,38 @@ public struct ArmVMSAv8: PageTableFormat {
         self.hardwareDirty = hardwareDirty
         self.levels = levels
         self.topIndexBits = top
+        let lpa2 = outputBits == 52 && granule != .size64K, lpa64K = outputBits == 52 && granule == .size64K
+        reservedBits = (lpa64K ? 0 : bitField(g - 1, 12)) | (lpa2 ? 0 : bitField(49, 48))
+        var plain = Self.valid | Self.tableOrPage | reservedBits | bitField(47, outputBits)
+        if stage == .stage1 && hierarchicalPermissions { plain |= Self.pxnTable | Self.uxnTable | Self.apTableNoUser | Self.apTableReadOnly }
+        plainTableMask = lpa2 || lpa64K ? 0 : plain
     }
 
-    static let valid: UInt64 = 1 << 0
-    static let tableOrPage: UInt64 = 1 << 1
-    static let accessFlag: UInt64 = 1 << 10
-    static let dirtyBitModifier: UInt64 = 1 << 51
-    static let contiguous: UInt64 = 1 << 52
-    static let pxn: UInt64 = 1 << 53
-    static let uxn: UInt64 = 1 << 54
-    static let pxnTable: UInt64 = 1 << 59
-    static let uxnTable: UInt64 = 1 << 60
-    static let apTableNoUser: UInt64 = 1 << 61
-    static let apTableReadOnly: UInt64 = 1 << 62
+    @inlinable static var valid: UInt64 { 1 << 0 }
+    @inlinable static var tableOrPage: UInt64 { 1 << 1 }
+    @inlinable static var accessFlag: UInt64 { 1 << 10 }
+    @inlinable static var dirtyBitModifier: UInt64 { 1 << 51 }
+    @inlinable static var contiguous: UInt64 { 1 << 52 }
+    @inlinable static var pxn: UInt64 { 1 << 53 }
+    @inlinable static var uxn: UInt64 { 1 << 54 }
+    @inlinable static var pxnTable: UInt64 { 1 << 59 }
+    @inlinable static var uxnTable: UInt64 { 1 << 60 }
+    @inlinable static var apTableNoUser: UInt64 { 1 << 61 }
+    @inlinable static var apTableReadOnly: UInt64 { 1 << 62 }
 
     /// FEAT_LPA2 descriptor layout (TCR.DS = 1).
-    var lpa2: Bool { outputBits == 52 && granule != .size64K }
+    @inlinable var lpa2: Bool { outputBits == 52 && granule != .size64K }
     /// FEAT_LPA 64K layout.
-    var lpa64K: Bool { outputBits == 52 && granule == .size64K }
+    @inlinable var lpa64K: Bool { outputBits == 52 && granule == .size64K }
 
-    public var topLevel: Int { levels - 1 }
-    public var entryBytes: Int { 8 }
-    public var inputExtension: InputExtension { upperHalf ? .ones : .zero }
-    public func itemShift(level: Int) -> Int { granule.rawValue + (granule.rawValue - 3) * level }
-    public func indexBits(level: Int) -> Int { level == topLevel ? topIndexBits : granule.rawValue - 3 }
+    @inlinable public var topLevel: Int { levels - 1 }
+    @inlinable public var entryBytes: Int { 8 }
+    @inlinable public var inputExtension: InputExtension { upperHalf ? .ones : .zero }
+    @inlinable public func itemShift(level: Int) -> Int { granule.rawValue + (granule.rawValue - 3) * level }
+    @inlinable public func indexBits(level: Int) -> Int { level == topLevel ? topIndexBits : granule.rawValue - 3 }
 
     /// Levels (0 = last) that may hold a block.
-    func blockAllowed(_ level: Int) -> Bool {
+    @inlinable func blockAllowed(_ level: Int) -> Bool {
         switch granule {
         case .size4K: level == 1 || level == 2 || (level == 3 && lpa2)
         case .size16K: level == 1 || (level == 2 && lpa2)
@@ -104,7 +113,7 @@ public struct ArmVMSAv8: PageTableFormat {
     }
 
     /// log2 of the entries in a contiguous run at `level` ("The Contiguous bit").
-    func contiguousLog2(_ level: Int) -> Int {
+    @inlinable func contiguousLog2(_ level: Int) -> Int {
         let n: Int = switch (granule, level) {
         case (.size4K, 0), (.size4K, 1), (.size4K, 2): 4
         case (.size16K, 0): 7
@@ -115,7 +124,7 @@ public struct ArmVMSAv8: PageTableFormat {
         return n <= indexBits(level: level) ? n : 0
     }
 
-    func outputAddress(_ e: UInt64) -> UInt64 {
+    @inlinable func outputAddress(_ e: UInt64) -> UInt64 {
         if lpa2 { return (e & bitField(49, 12)) | ((e >> 8) & 3) << 50 }
         if lpa64K { return (e & bitField(47, 16)) | ((e >> 12) & 0xF) << 48 }
         return e & bitField(47, 12)
@@ -127,11 +136,9 @@ public struct ArmVMSAv8: PageTableFormat {
         return a & bitField(47, 12)
     }
 
-    public func decode(_ e: UInt64, level: Int) -> DecodedEntry {
+    @inlinable public func decode(_ e: UInt64, level: Int) -> DecodedEntry {
         guard e & Self.valid != 0 else { return .empty }
-        var reserved: UInt64 = lpa64K ? 0 : bitField(granule.rawValue - 1, 12)
-        if !lpa2 { reserved |= bitField(49, 48) }
-        guard e & reserved == 0 else { return .fault(.reservedBitsSet) }
+        guard e & reservedBits == 0 else { return .fault(.reservedBitsSet) }
         let oa = outputAddress(e)
         guard oa >> UInt64(outputBits) == 0 else { return .fault(.outputBeyondWidth) }
         let isTable = level > 0 && e & Self.tableOrPage != 0
@@ -208,5 +215,13 @@ public struct ArmVMSAv8: PageTableFormat {
     /// OA[47:g] (LPA2: OA[49:12]) sits at its own bit position; pages and blocks, contiguous
     /// or not (each item holds its own output). A carry out of the field sets reserved bits
     /// 49:48, or (LPA2) wraps the output.
-    public func leafRunStep(level: Int) -> UInt64 { level <= topLevel ? bit(itemShift(level: level)) : 0 }
+    @inlinable public func leafRunStep(level: Int) -> UInt64 { level <= topLevel ? bit(itemShift(level: level)) : 0 }
+
+    /// Valid and table set; the reserved bits, the address bits at or above the width and
+    /// (stage 1 with hierarchical permissions) APTable/UXNTable/PXNTable clear. Not for the
+    /// 52-bit layouts, whose address is split.
+    @inlinable public func tablePointerTest(level: Int) -> TablePointerTest {
+        guard level > 0, level <= topLevel, plainTableMask != 0 else { return .none }
+        return TablePointerTest(mask: plainTableMask, value: Self.valid | Self.tableOrPage, address: bitField(47, 12), allows: .all)
+    }
 }

@@ -29,24 +29,26 @@ public struct RISCVPageTable: PageTableFormat {
         self.hardwareAccessedDirty = hardwareAccessedDirty
     }
 
-    static let valid: UInt64 = 1 << 0
-    static let read: UInt64 = 1 << 1
-    static let write: UInt64 = 1 << 2
-    static let execute: UInt64 = 1 << 3
-    static let user: UInt64 = 1 << 4
-    static let accessed: UInt64 = 1 << 6
-    static let dirty: UInt64 = 1 << 7
-    static let napot: UInt64 = 1 << 63
-    static let pbmt = bitField(62, 61)
-    static let reserved = bitField(60, 54)
+    @inlinable static var valid: UInt64 { 1 << 0 }
+    @inlinable static var read: UInt64 { 1 << 1 }
+    @inlinable static var write: UInt64 { 1 << 2 }
+    @inlinable static var execute: UInt64 { 1 << 3 }
+    @inlinable static var user: UInt64 { 1 << 4 }
+    @inlinable static var accessed: UInt64 { 1 << 6 }
+    @inlinable static var dirty: UInt64 { 1 << 7 }
+    @inlinable static var napot: UInt64 { 1 << 63 }
+    @inlinable static var pbmt: UInt64 { bitField(62, 61) }
+    @inlinable static var reserved: UInt64 { bitField(60, 54) }
+    /// PPN, b53:10.
+    @inlinable static var ppn: UInt64 { bitField(53, 10) }
 
-    public var topLevel: Int { mode.rawValue - 1 }
-    public var entryBytes: Int { 8 }
-    public var inputExtension: InputExtension { stage == .first ? .signExtended : .zero }
-    public func itemShift(level: Int) -> Int { 12 + 9 * level }
-    public func indexBits(level: Int) -> Int { stage == .second && level == topLevel ? 11 : 9 }
+    @inlinable public var topLevel: Int { mode.rawValue - 1 }
+    @inlinable public var entryBytes: Int { 8 }
+    @inlinable public var inputExtension: InputExtension { stage == .first ? .signExtended : .zero }
+    @inlinable public func itemShift(level: Int) -> Int { 12 + 9 * level }
+    @inlinable public func indexBits(level: Int) -> Int { stage == .second && level == topLevel ? 11 : 9 }
 
-    public func decode(_ e: UInt64, level: Int) -> DecodedEntry {
+    @inlinable public func decode(_ e: UInt64, level: Int) -> DecodedEntry {
         guard e & Self.valid != 0 else { return .empty }
         var reserved = Self.reserved
         if !svpbmt || e & Self.pbmt == Self.pbmt { reserved |= Self.pbmt }
@@ -118,5 +120,13 @@ public struct RISCVPageTable: PageTableFormat {
     /// PPN starts at bit 10: one item is `2^(itemShift - 2)` in the raw entry (Svnapot runs
     /// are replicated, so the walker takes them one by one); a carry out of bit 53 sets
     /// reserved bits.
-    public func leafRunStep(level: Int) -> UInt64 { bit(itemShift(level: level) - 2) }
+    @inlinable public func leafRunStep(level: Int) -> UInt64 { bit(itemShift(level: level) - 2) }
+
+    /// V set; R/W/X, U, A, D, N, PBMT, bits 60:54 and the PPN bits at or above the width clear.
+    @inlinable public func tablePointerTest(level: Int) -> TablePointerTest {
+        guard level > 0, level <= topLevel else { return .none }
+        let mask = Self.valid | Self.read | Self.write | Self.execute | Self.user | Self.accessed | Self.dirty | Self.napot | Self.pbmt
+            | Self.reserved | bitField(53, 10 + outputBits - 12)
+        return TablePointerTest(mask: mask, value: Self.valid, address: Self.ppn, addressShift: 2, allows: .all)
+    }
 }

@@ -27,22 +27,22 @@ public struct VTdSecondStage: PageTableFormat {
         self.snoopControl = snoopControl
     }
 
-    static let read: UInt64 = 1 << 0
-    static let write: UInt64 = 1 << 1
-    static let pageSize: UInt64 = 1 << 7
-    static let snoop: UInt64 = 1 << 11
-    static let transientMapping: UInt64 = 1 << 62
-    static let address = bitField(51, 12)
+    @inlinable static var read: UInt64 { 1 << 0 }
+    @inlinable static var write: UInt64 { 1 << 1 }
+    @inlinable static var pageSize: UInt64 { 1 << 7 }
+    @inlinable static var snoop: UInt64 { 1 << 11 }
+    @inlinable static var transientMapping: UInt64 { 1 << 62 }
+    @inlinable static var address: UInt64 { bitField(51, 12) }
 
-    public var topLevel: Int { levels - 1 }
-    public var entryBytes: Int { 8 }
-    public var inputExtension: InputExtension { .zero }
-    public func itemShift(level: Int) -> Int { 12 + 9 * level }
-    public func indexBits(level: Int) -> Int { 9 }
+    @inlinable public var topLevel: Int { levels - 1 }
+    @inlinable public var entryBytes: Int { 8 }
+    @inlinable public var inputExtension: InputExtension { .zero }
+    @inlinable public func itemShift(level: Int) -> Int { 12 + 9 * level }
+    @inlinable public func indexBits(level: Int) -> Int { 9 }
 
-    func largeAllowed(_ level: Int) -> Bool { (level == 1 && supports2M) || (level == 2 && supports1G) }
+    @inlinable func largeAllowed(_ level: Int) -> Bool { (level == 1 && supports2M) || (level == 2 && supports1G) }
 
-    public func decode(_ e: UInt64, level: Int) -> DecodedEntry {
+    @inlinable public func decode(_ e: UInt64, level: Int) -> DecodedEntry {
         guard e & (Self.read | Self.write) != 0 else { return .empty }
         let addr = e & Self.address
         guard addr >> UInt64(outputBits) == 0 else { return .fault(.outputBeyondWidth) }
@@ -89,5 +89,12 @@ public struct VTdSecondStage: PageTableFormat {
 
     /// The address field starts at the leaf's own size (bit 12, 21 or 30); a carry out of bit
     /// 51 lands in ignored bits but wraps the output, so the run stops there.
-    public func leafRunStep(level: Int) -> UInt64 { level <= 2 ? bit(itemShift(level: level)) : 0 }
+    @inlinable public func leafRunStep(level: Int) -> UInt64 { level <= 2 ? bit(itemShift(level: level)) : 0 }
+
+    /// R and W set; PS, SNP, TM and the address bits at or above the width clear.
+    @inlinable public func tablePointerTest(level: Int) -> TablePointerTest {
+        guard level > 0, level <= topLevel else { return .none }
+        return TablePointerTest(mask: Self.read | Self.write | Self.pageSize | Self.snoop | Self.transientMapping | bitField(51, outputBits),
+                                value: Self.read | Self.write, address: Self.address, allows: .readWrite)
+    }
 }

@@ -29,22 +29,22 @@ public struct X86FirstStage: PageTableFormat {
         self.noExecuteEnabled = noExecuteEnabled
     }
 
-    static let present: UInt64 = 1 << 0
-    static let writable: UInt64 = 1 << 1
-    static let user: UInt64 = 1 << 2
-    static let accessed: UInt64 = 1 << 5
-    static let dirty: UInt64 = 1 << 6
-    static let pageSize: UInt64 = 1 << 7
-    static let executeDisable: UInt64 = 1 << 63
-    static let address = bitField(51, 12)
+    @inlinable static var present: UInt64 { 1 << 0 }
+    @inlinable static var writable: UInt64 { 1 << 1 }
+    @inlinable static var user: UInt64 { 1 << 2 }
+    @inlinable static var accessed: UInt64 { 1 << 5 }
+    @inlinable static var dirty: UInt64 { 1 << 6 }
+    @inlinable static var pageSize: UInt64 { 1 << 7 }
+    @inlinable static var executeDisable: UInt64 { 1 << 63 }
+    @inlinable static var address: UInt64 { bitField(51, 12) }
 
-    public var topLevel: Int { levels - 1 }
-    public var entryBytes: Int { 8 }
-    public var inputExtension: InputExtension { signExtended ? .signExtended : .zero }
-    public func itemShift(level: Int) -> Int { 12 + 9 * level }
-    public func indexBits(level: Int) -> Int { 9 }
+    @inlinable public var topLevel: Int { levels - 1 }
+    @inlinable public var entryBytes: Int { 8 }
+    @inlinable public var inputExtension: InputExtension { signExtended ? .signExtended : .zero }
+    @inlinable public func itemShift(level: Int) -> Int { 12 + 9 * level }
+    @inlinable public func indexBits(level: Int) -> Int { 9 }
 
-    public func decode(_ e: UInt64, level: Int) -> DecodedEntry {
+    @inlinable public func decode(_ e: UInt64, level: Int) -> DecodedEntry {
         guard e & Self.present != 0 else { return .empty }
         var addr = e & Self.address
         guard addr >> UInt64(outputBits) == 0 else { return .fault(.outputBeyondWidth) }
@@ -87,5 +87,12 @@ public struct X86FirstStage: PageTableFormat {
     }
 
     /// The address field from the leaf's own size (a large leaf's PAT bit 12 lies below it).
-    public func leafRunStep(level: Int) -> UInt64 { level <= 2 ? bit(itemShift(level: level)) : 0 }
+    @inlinable public func leafRunStep(level: Int) -> UInt64 { level <= 2 ? bit(itemShift(level: level)) : 0 }
+
+    /// P, R/W and U/S set; PS, XD and the address bits at or above the width clear.
+    @inlinable public func tablePointerTest(level: Int) -> TablePointerTest {
+        guard level > 0, level <= topLevel else { return .none }
+        return TablePointerTest(mask: Self.present | Self.writable | Self.user | Self.pageSize | Self.executeDisable | bitField(51, outputBits),
+                                value: Self.present | Self.writable | Self.user, address: Self.address, allows: .all)
+    }
 }
