@@ -69,8 +69,8 @@ let package = Package(
             dependencies: ["IOMMUCtlKit", .product(name: "ArgumentParser", package: "swift-argument-parser")],
             swiftSettings: strict),
 
-        // What several test targets share (a seeded generator).
-        .target(name: "TestSupport", path: "Tests/TestSupport", swiftSettings: strict),
+        // What several test targets share (a seeded generator, a mirror target that sabotages).
+        .target(name: "TestSupport", dependencies: ["IOMMUMirror", "IOPageTables"], path: "Tests/TestSupport", swiftSettings: strict),
         .testTarget(name: "ABITests", dependencies: ["CIOMMUFD"], swiftSettings: strict),
         .testTarget(name: "IOMMUFDTests", dependencies: ["IOMMUFD", "IOMMUFDModel", "SystemCalls", "TestSupport"], swiftSettings: strict),
         .testTarget(

@@ -100,6 +100,24 @@ def check_svg(path):
     return path
 
 
+def save(fig, path):
+    """Lays `fig` out, writes it to `path` and closes it; the path, once it parses as XML."""
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return check_svg(path)
+
+
+def log_log_axes(ax, xlabel, ylabel, title, legend_size, xbase=10):
+    """Log scales on both axes (`xbase` on x), their labels, the title and the legend."""
+    ax.set_xscale("log", base=xbase)
+    ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=legend_size)
+
+
 def ratio_plot(records, path, title):
     paired = [r for r in records if r.get("ratio") is not None]
     if not paired:
@@ -118,10 +136,7 @@ def ratio_plot(records, path, title):
     ax.set_xlabel("Swift / C (median time; below 1: Swift faster)")
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return check_svg(path)
+    return save(fig, path)
 
 
 def grouped_plot(records, path, title, ylabel, labels=("Swift (IOMMUFD)", "C floor")):
@@ -138,10 +153,7 @@ def grouped_plot(records, path, title, ylabel, labels=("Swift (IOMMUFD)", "C flo
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return check_svg(path)
+    return save(fig, path)
 
 
 def churn_plot(records, path):
@@ -160,16 +172,9 @@ def churn_plot(records, path):
         points.sort()
         ax.plot([p[0] for p in points], [p[1] for p in points], "o-", label=f"Swift, {domain}")
         ax.plot([p[0] for p in points], [p[2] for p in points], "s--", label=f"C, {domain}")
-    ax.set_xscale("log", base=2)
-    ax.set_yscale("log")
-    ax.set_xlabel("batch size (random map/unmap operations per batch)")
-    ax.set_ylabel("ns per operation (median over batches)")
-    ax.set_title("Random map/unmap churn, 512 one-page slots (VM)", fontsize=9)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return check_svg(path)
+    log_log_axes(ax, "batch size (random map/unmap operations per batch)", "ns per operation (median over batches)",
+                 "Random map/unmap churn, 512 one-page slots (VM)", 7, xbase=2)
+    return save(fig, path)
 
 
 def split_case(case):
@@ -202,10 +207,7 @@ def walk_plot(records, path):
     ax.set_xlabel("GB/s of page-table entries read")
     ax.set_title("Page-table walk (dense 4 KiB-leaf tables) against measured memory bandwidth (host)", fontsize=9)
     ax.legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return check_svg(path)
+    return save(fig, path)
 
 
 def engine_table_plot(records, path):
@@ -238,16 +240,8 @@ def engine_table_plot(records, path):
             pts = [(n, data[layout][n][name]) for n in sizes if data[layout][n].get(name) is not None]
             if pts:
                 ax.plot([p[0] for p in pts], [p[1] for p in pts], style, label=name)
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_xlabel("guest leaves (4 KiB)")
-        ax.set_ylabel("ns per guest leaf (median)")
-        ax.set_title(f"{layout} guest table, 1 null target (host)", fontsize=9)
-        ax.legend(fontsize=6)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return check_svg(path)
+        log_log_axes(ax, "guest leaves (4 KiB)", "ns per guest leaf (median)", f"{layout} guest table, 1 null target (host)", 6)
+    return save(fig, path)
 
 
 def mirror_churn_plot(records, path):
@@ -271,16 +265,8 @@ def mirror_churn_plot(records, path):
             pts.sort()
             ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=f"engine, {pattern}")
             ax.plot([p[0] for p in pts], [p[2] for p in pts], "s--", label=f"one-ioctl-per-change shadow, {pattern}")
-        ax.set_xscale("log", base=2)
-        ax.set_yscale("log")
-        ax.set_xlabel("batch size (DMA-API: maps per unmap)")
-        ax.set_ylabel("ns per change (median of rounds)")
-        ax.set_title(label, fontsize=9)
-        ax.legend(fontsize=6)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return check_svg(path)
+        log_log_axes(ax, "batch size (DMA-API: maps per unmap)", "ns per change (median of rounds)", label, 6, xbase=2)
+    return save(fig, path)
 
 
 def scaling_plot(records, path):
@@ -311,10 +297,7 @@ def scaling_plot(records, path):
     a2.set_ylabel("ns per change, per thread (wall time)")
     a2.set_title("per-thread cost", fontsize=9)
     fig.suptitle("Thread scaling on the null target, 4 KiB map/unmap in batches of 32", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return check_svg(path)
+    return save(fig, path)
 
 
 def span(values, fmt):
@@ -381,10 +364,7 @@ def bench_plot(bench, path):
     ax.invert_yaxis()
     ax.set_xlabel("median per operation, microseconds (log)")
     ax.set_title("iommuctl bench in the VM (median per operation)", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return check_svg(path)
+    return save(fig, path)
 
 
 def main(run, outdir):

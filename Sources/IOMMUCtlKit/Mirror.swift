@@ -3,6 +3,7 @@ import Glibc
 #endif
 import Histogram
 public import IOMMUCapabilities
+import IOMMUFD
 import IOMMUMirror
 import IOPageTables
 import QEMUDevices
@@ -324,7 +325,7 @@ public func runMirror(device: PCIAddress? = nil, iommufdPath: String = "/dev/iom
     let oldGPA = Int(MirrorLayout.smallGPA)
     for e in edus {
         for k in 0..<page { bytes[oldGPA + k] = 0xEE }
-        let log = KernelLogReader()
+        let log = KernelLog()
         _ = try e.edu.dma(.toMemory, iova: IOVA(MirrorLayout.smallIOVA), count: page)
         let fault = log.waitFor(["DMAR", "fault addr \(hex(MirrorLayout.smallIOVA))"], seconds: 3)
         report.refusedAfterUnmap.append(MirrorRefusalEntry(
@@ -371,38 +372,4 @@ public func runMirror(device: PCIAddress? = nil, iommufdPath: String = "/dev/iom
     }
     if let bad = report.newMapping.first(where: { !$0.equal }) { throw ToolError("the guest's new mapping did not work: \(bad.device) \(bad.transfer)") }
     return report
-}
-
-/// New kernel log records from `/dev/kmsg`, from the moment the reader was made; reads nothing
-/// where the log cannot be opened (not root).
-final class KernelLogReader {
-    let fd: CInt
-    init() {
-        fd = open("/dev/kmsg", O_RDONLY | O_NONBLOCK | O_CLOEXEC)
-        if fd >= 0 { lseek(fd, 0, SEEK_END) }
-    }
-    deinit { if fd >= 0 { close(fd) } }
-
-    /// Waits up to `seconds` for a record containing every string in `parts`; returns it.
-    func waitFor(_ parts: [String], seconds: Double) -> String? {
-        guard fd >= 0 else { return nil }
-        let deadline = monotonicMicroseconds() + seconds * 1e6
-        var buffer = [UInt8](repeating: 0, count: 8192)
-        while monotonicMicroseconds() < deadline {
-            let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-            if n > 0 {
-                let line = String(decoding: buffer[..<n], as: UTF8.self)
-                if parts.allSatisfy({ line.contains($0) }) { return line }
-            } else {
-                usleep(10_000)
-            }
-        }
-        return nil
-    }
-}
-
-func monotonicMicroseconds() -> Double {
-    var now = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &now)
-    return Double(now.tv_sec) * 1e6 + Double(now.tv_nsec) / 1e3
 }

@@ -309,6 +309,11 @@ public final class IOMMUFDModel: KernelInterface, Sendable {
         return other(fd, "write", .invalidArgument).map { _ in 0 }
     }
 
+    public func lseek(_ fd: CInt, offset: Int64, whence: CInt) -> Result<Int64, Errno> {
+        if !Self.isModelDescriptor(fd) { return passThrough(fd, "lseek") { $0.lseek(fd, offset: offset, whence: whence) } }
+        return other(fd, "lseek", .invalidArgument).map { _ in 0 }
+    }
+
     /// An iommufd without hardware queues has nothing to map: `ENXIO`; other files `ENODEV`.
     public func mmap(
         length: Int, protection: CInt, flags: CInt, fd: CInt, offset: Int64

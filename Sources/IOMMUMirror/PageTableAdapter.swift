@@ -76,9 +76,6 @@ func untranslatedSpan(of fault: PageTableFault, in format: some PageTableFormat)
     return try! IOVARange(first: IOVA(first), last: IOVA(first | mask))
 }
 
-/// The IOVA ranges a format translates.
-func inputRanges(of format: some PageTableFormat) -> [IOVARange] { format.inputRanges }
-
 // MARK: Host page table target
 
 /// A host IO page table of any IOPageTables format, built and kept by the engine: the guest's

@@ -22,6 +22,8 @@ public protocol KernelInterface: Sendable {
     func read(_ fd: CInt, into buffer: UnsafeMutableRawBufferPointer) -> Result<Int, Errno>
     /// `write(2)`: bytes written.
     func write(_ fd: CInt, from buffer: UnsafeRawBufferPointer) -> Result<Int, Errno>
+    /// `lseek(2)`: the new offset.
+    func lseek(_ fd: CInt, offset: Int64, whence: CInt) -> Result<Int64, Errno>
     /// `mmap(2)` at an address the kernel chooses; `fd` is -1 for anonymous memory.
     func mmap(
         length: Int, protection: CInt, flags: CInt, fd: CInt, offset: Int64
@@ -66,6 +68,9 @@ public struct LinuxKernel: KernelInterface {
     }
     public func write(_ fd: CInt, from buffer: UnsafeRawBufferPointer) -> Result<Int, Errno> {
         Syscalls.write(fd, buffer)
+    }
+    public func lseek(_ fd: CInt, offset: Int64, whence: CInt) -> Result<Int64, Errno> {
+        Syscalls.lseek(fd, offset, whence)
     }
     public func mmap(
         length: Int, protection: CInt, flags: CInt, fd: CInt, offset: Int64

@@ -49,6 +49,10 @@ enum Syscalls {
         retrying { Glibc.write(fd, buffer.baseAddress, buffer.count) }
     }
 
+    static func lseek(_ fd: CInt, _ offset: Int64, _ whence: CInt) -> Result<Int64, Errno> {
+        retrying { Glibc.lseek(fd, off_t(offset), whence) }.map { Int64($0) }
+    }
+
     static func mmap(
         _ length: Int, _ protection: CInt, _ flags: CInt, _ fd: CInt, _ offset: Int64
     ) -> Result<UnsafeMutableRawPointer, Errno> {

@@ -34,6 +34,7 @@ final class RecordingKernel: KernelInterface, Sendable {
     func pwrite(_ fd: CInt, from buffer: UnsafeRawBufferPointer, at offset: Int64) -> Result<Int, Errno> { .failure(.notSupported) }
     func read(_ fd: CInt, into buffer: UnsafeMutableRawBufferPointer) -> Result<Int, Errno> { .failure(.notSupported) }
     func write(_ fd: CInt, from buffer: UnsafeRawBufferPointer) -> Result<Int, Errno> { .failure(.notSupported) }
+    func lseek(_ fd: CInt, offset: Int64, whence: CInt) -> Result<Int64, Errno> { .failure(.notSupported) }
     func mmap(length: Int, protection: CInt, flags: CInt, fd: CInt, offset: Int64) -> Result<UnsafeMutableRawPointer, Errno> { .failure(.notSupported) }
     func munmap(_ address: UnsafeMutableRawPointer, length: Int) -> Result<Void, Errno> { .success(()) }
     func memfdCreate(_ name: String, flags: UInt32) -> Result<CInt, Errno> { .failure(.notSupported) }

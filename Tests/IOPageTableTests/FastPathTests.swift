@@ -269,16 +269,8 @@ struct FastPathTests {
     /// The hostile shared tables of the budget tests (every entry one value): both paths stop
     /// at the same entry with the same statistics, per leaf and as runs.
     @Test func sharedTablesStopAtTheSameBudget() {
-        let arena = Arena()
-        let root = arena.base.rawValue
-        let (t2, t1, t0) = (root + 0x1000, root + 0x2000, root + 0x3000)
-        for i in 0..<512 {
-            let o = UInt64(i * 8)
-            arena.poke(root + o, t2 | 3)
-            arena.poke(t2 + o, t1 | 3)
-            arena.poke(t1 + o, t0 | 3)
-            arena.poke(t0 + o, 0x1000 | 3)
-        }
+        let (arena, root) = sharedTables()
+        let t0 = root + 0x3000
         checkPathsAgree(arena.walker(Formats.vtd4, root: root, budget: WalkBudget(maxEntries: 200_000, maxTables: 1 << 20)))
         // Stepping leaves in the shared table: the fast path runs, the budget still bounds it.
         for i in 0..<512 { arena.poke(t0 + UInt64(i * 8), (0x1000 + UInt64(i) * 0x1000) | 3) }

@@ -201,21 +201,6 @@ struct WalkerReviewTests {
 
     // MARK: 8 and 9. Budgets
 
-    /// Every entry of every level points at the next table: 512^3 leaves through 3 shared tables.
-    func sharedTables() -> (Arena, UInt64) {
-        let arena = Arena()
-        let root = arena.base.rawValue
-        let (t2, t1, t0) = (root + 0x1000, root + 0x2000, root + 0x3000)
-        for i in 0..<512 {
-            let o = UInt64(i * 8)
-            arena.poke(root + o, t2 | 3)
-            arena.poke(t2 + o, t1 | 3)
-            arena.poke(t1 + o, t0 | 3)
-            arena.poke(t0 + o, 0x1000 | 3)
-        }
-        return (arena, root)
-    }
-
     @Test func budgetStopCarriesTheStatistics() throws {
         let (arena, root) = sharedTables()
         var visited = 0

@@ -45,32 +45,6 @@ func expectKernelError<R: ~Copyable>(
     }
 }
 
-/// New kernel log records, read from `/dev/kmsg` from the moment the reader was made.
-struct KernelLog: ~Copyable {
-    let fd: CInt
-    init() {
-        fd = open("/dev/kmsg", O_RDONLY | O_NONBLOCK | O_CLOEXEC)
-        if fd >= 0 { lseek(fd, 0, SEEK_END) }
-    }
-    deinit { if fd >= 0 { close(fd) } }
-
-    /// Waits up to `seconds` for a record containing every string in `parts`; returns it.
-    func waitFor(_ parts: [String], seconds: Double) -> String? {
-        let deadline = monotonicSeconds() + seconds
-        var buffer = [UInt8](repeating: 0, count: 8192)
-        while monotonicSeconds() < deadline {
-            let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-            if n > 0 {
-                let line = String(decoding: buffer[..<n], as: UTF8.self)
-                if parts.allSatisfy({ line.contains($0) }) { return line }
-            } else {
-                usleep(10_000)
-            }
-        }
-        return nil
-    }
-}
-
 func monotonicSeconds() -> Double {
     var t = timespec()
     clock_gettime(CLOCK_MONOTONIC, &t)

@@ -27,11 +27,9 @@ extension EduKernelTests {
             print("kernel behaviour: \(behaviour)")
 
             // Guest RAM in a memfd, mapped read-write here.
-            let memfd = try LinuxKernel().memfdCreate("mirror-guest-ram", flags: 1).get()
-            defer { close(memfd) }
-            #expect(ftruncate(memfd, off_t(Self.ramBytes)) == 0)
-            let base = try #require(mmap(nil, Self.ramBytes, PROT_READ | PROT_WRITE, MAP_SHARED, memfd, 0))
-            defer { munmap(base, Self.ramBytes) }
+            let guestMemory = try DMABuffer(memfdLength: Self.ramBytes, name: "mirror-guest-ram")
+            let memfd = guestMemory.memfd!
+            let base = guestMemory.address.unsafePointer!
             var ram = GuestRAM()
             try ram.add(MirrorMemoryRegion(guestPhysical: GuestPhysicalAddress(0), length: UInt64(Self.ramBytes), host: HostAddress(base),
                                            file: MirrorFileBacking(descriptor: memfd, offset: 0)))

@@ -26,11 +26,9 @@ extension EduKernelTests {
             let onOne = try #require(nodes.firstIndex(of: NUMANode(1)), "no edu device on node 1")
 
             // Guest RAM: one memfd region at guest-physical 0.
-            let memfd = try LinuxKernel().memfdCreate("mirror-numa-ram", flags: 1).get()
-            defer { close(memfd) }
-            #expect(ftruncate(memfd, off_t(Self.ramBytes)) == 0)
-            let base = try #require(mmap(nil, Self.ramBytes, PROT_READ | PROT_WRITE, MAP_SHARED, memfd, 0))
-            defer { munmap(base, Self.ramBytes) }
+            let guestMemory = try DMABuffer(memfdLength: Self.ramBytes, name: "mirror-numa-ram")
+            let memfd = guestMemory.memfd!
+            let base = guestMemory.address.unsafePointer!
             var ram = GuestRAM()
             try ram.add(MirrorMemoryRegion(guestPhysical: GuestPhysicalAddress(0), length: UInt64(Self.ramBytes), host: HostAddress(base),
                                            file: MirrorFileBacking(descriptor: memfd, offset: 0)))

@@ -4,32 +4,8 @@ import Glibc
 import IOMMUFD
 import IOMMUMirror
 import IOPageTables
+import TestSupport
 import Testing
-
-/// A target that holds nothing and runs `action` on its `at`-th map: placed first, it changes
-/// the kernel under the targets after it in the middle of a batch.
-final class KernelSaboteur: MirrorTarget, @unchecked Sendable {
-    let name = "saboteur"
-    let usableRanges: [IOVARange] = [.all]
-    let alignment: UInt64 = 1
-    let at: Int
-    let action: () -> Void
-    var maps = 0
-
-    init(onMap at: Int, _ action: @escaping () -> Void) {
-        self.at = at
-        self.action = action
-    }
-
-    func canExpress(_ permissions: Permissions) -> Bool { !permissions.isEmpty }
-    func map(_ mapping: MirrorMapping) {
-        maps += 1
-        if maps == at { action() }
-    }
-    func unmap(_ range: IOVARange, expectedBytes: UInt64) -> UInt64 { expectedBytes }
-    func unmapIfPresent(_ area: IOVARange) -> Bool { true }
-    func readBack() -> [MirrorRun]? { nil }
-}
 
 /// On the real kernel, in the middle of a batch: the device behind one IOAS goes away (its
 /// domain with it) and another IOAS is destroyed. The first IOAS keeps working and holds
@@ -48,7 +24,7 @@ struct VanishingTargetKernelTests {
         let a = try shared.iommufd.allocateIOAS(), b = try shared.iommufd.allocateIOAS()
         let mock = try shared.iommufd.addMockDevice(to: PageTableID(a))
         let access = try shared.iommufd.createMockAccess(to: a)
-        let saboteur = KernelSaboteur(onMap: 3) {
+        let saboteur = Saboteur(onMap: 3) {
             #expect(throws: Never.self) { try shared.iommufd.destroy(mock.id) }   // the device (and its domain) goes away
             #expect(throws: Never.self) { try shared.iommufd.destroy(b) }
         }

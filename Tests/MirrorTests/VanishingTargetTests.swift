@@ -5,32 +5,8 @@ import IOMMUFD
 import IOMMUFDModel
 import IOMMUMirror
 import IOPageTables
+import TestSupport
 import Testing
-
-/// A target that holds nothing and runs `action` on its `at`-th map: placed first, it changes
-/// the world under the targets after it in the middle of a batch.
-final class Saboteur: MirrorTarget, @unchecked Sendable {
-    let name = "saboteur"
-    let usableRanges: [IOVARange] = [.all]
-    let alignment: UInt64 = 1
-    let at: Int
-    let action: () -> Void
-    var maps = 0
-
-    init(onMap at: Int, _ action: @escaping () -> Void) {
-        self.at = at
-        self.action = action
-    }
-
-    func canExpress(_ permissions: Permissions) -> Bool { !permissions.isEmpty }
-    func map(_ mapping: MirrorMapping) {
-        maps += 1
-        if maps == at { action() }
-    }
-    func unmap(_ range: IOVARange, expectedBytes: UInt64) -> UInt64 { expectedBytes }
-    func unmapIfPresent(_ area: IOVARange) -> Bool { true }
-    func readBack() -> [MirrorRun]? { nil }
-}
 
 /// Targets whose IOAS or iommufd goes away while the engine uses them, and stale ids: each a
 /// typed ``MirrorTargetError`` with the kernel's errno, the failure policy applied, the other

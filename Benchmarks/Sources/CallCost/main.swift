@@ -128,6 +128,7 @@ struct StubKernel: KernelInterface {
     func pwrite(_ fd: CInt, from buffer: UnsafeRawBufferPointer, at offset: Int64) -> Result<Int, Errno> { .success(0) }
     func read(_ fd: CInt, into buffer: UnsafeMutableRawBufferPointer) -> Result<Int, Errno> { .success(0) }
     func write(_ fd: CInt, from buffer: UnsafeRawBufferPointer) -> Result<Int, Errno> { .success(0) }
+    func lseek(_ fd: CInt, offset: Int64, whence: CInt) -> Result<Int64, Errno> { .success(0) }
     func mmap(length: Int, protection: CInt, flags: CInt, fd: CInt, offset: Int64) -> Result<UnsafeMutableRawPointer, Errno> {
         .failure(.invalidArgument)
     }
