@@ -222,13 +222,18 @@ struct SoakStream<Format: PageTableFormat> {
 /// IOAS filled by `IOMMU_IOAS_COPY` from it, and a host AMD v1 table; every few batches the
 /// kernel's view of both IOAS (access reads, `MD_CHECK_MAP`, `MD_CHECK_REFS`) is compared with
 /// the reference and with what the engine says, and the engine's invariants are checked.
-/// `SWIFT_IOMMUFD_SOAK_BATCHES` sets the batches per stream (CI: the default).
+/// `SWIFT_IOMMUFD_SOAK_BATCHES` sets the batches per stream (CI: the default);
+/// `SWIFT_IOMMUFD_SOAK_CHANGES=N` instead runs each stream until it has made N guest changes, and
+/// `SWIFT_IOMMUFD_SOAK_CHECK_EVERY=K` checks every K batches (default 5): the long run in the VM
+/// (README, Reliability).
 @Suite(.serialized, .enabled(if: KernelTier.enabled, "needs /dev/iommu"))
 struct SoakKernelTests {
     static let base: UInt64 = 1 << 24
     static var window: IOVARange { range(base, SoakStream<VTdSecondStage>.windowPages * page) }
-    static var batches: Int { getenv("SWIFT_IOMMUFD_SOAK_BATCHES").flatMap { Int(String(cString: $0)) } ?? 150 }
-    static let checkEvery = 5
+    static func setting(_ name: String) -> Int? { getenv(name).flatMap { Int(String(cString: $0)) } }
+    static var batches: Int { setting("SWIFT_IOMMUFD_SOAK_BATCHES") ?? 150 }
+    static var changes: Int? { setting("SWIFT_IOMMUFD_SOAK_CHANGES") }
+    static var checkEvery: Int { max(1, setting("SWIFT_IOMMUFD_SOAK_CHECK_EVERY") ?? 5) }
 
     struct Totals {
         var guestChanges = 0, engineChanges = 0, checks = 0, kernelChecks = 0, divergences = 0
@@ -239,8 +244,9 @@ struct SoakKernelTests {
         }
     }
 
-    /// Runs one stream (`format` nil: request mode) for `batches` batches; returns its totals.
-    static func soak<F: PageTableFormat>(_ name: String, _ format: F?, seed: UInt64, batches: Int) throws -> Totals {
+    /// Runs one stream (`format` nil: request mode) for `batches` batches, or until it has made
+    /// `changes` guest changes; returns its totals.
+    static func soak<F: PageTableFormat>(_ name: String, _ format: F?, seed: UInt64, batches: Int, changes: Int? = nil) throws -> Totals {
         let shared = SharedIOMMUFDContext(try IOMMUFDContext())
         let fd = shared
         let behaviour = try KernelBehaviour.probe(fd.iommufd)
@@ -263,7 +269,11 @@ struct SoakKernelTests {
         var statuses: [MirrorChangeOutcome.Status] = []
         var totals = Totals()
         let start = monotonicSeconds()
-        for b in 0..<batches {
+        let checkEvery = Self.checkEvery
+        var b = 0
+        func last() -> Bool { changes.map { stream.guestChanges >= $0 } ?? (b == batches - 1) }
+        while changes.map({ stream.guestChanges < $0 }) ?? (b < batches) {
+            defer { b += 1 }
             if format == nil {
                 stream.requestBatch(into: &batch, expecting: &statuses)
             } else {
@@ -279,7 +289,7 @@ struct SoakKernelTests {
                     totals.diverged(["\(name) batch \(b) change \(c) \(batch.changes[c]): \(result.changes[c].status), the reference \(s)"])
                 }
             }
-            guard b % checkEvery == checkEvery - 1 || b == batches - 1 else { continue }
+            guard b % checkEvery == checkEvery - 1 || last() else { continue }
             totals.checks += 1
             let expected = format == nil ? stream.requestView : stream.tableView
             var problems: [String] = []
@@ -296,7 +306,7 @@ struct SoakKernelTests {
         }
         let seconds = monotonicSeconds() - start
         totals.guestChanges = stream.guestChanges
-        print("soak \(name) (seed \(seed)): \(batches) batches, \(totals.guestChanges) guest changes, \(totals.engineChanges) engine changes, \(totals.checks) checks against the kernel (\(totals.kernelChecks) kernel calls), divergences \(totals.divergences), \(String(format2: seconds)) s, \(Int(Double(totals.guestChanges) / max(seconds, 1e-9))) guest changes/s")
+        print("soak \(name) (seed \(seed)): \(b) batches, \(totals.guestChanges) guest changes, \(totals.engineChanges) engine changes, \(totals.checks) checks against the kernel (\(totals.kernelChecks) kernel calls), divergences \(totals.divergences), \(String(format2: seconds)) s, \(Int(Double(totals.guestChanges) / max(seconds, 1e-9))) guest changes/s")
         try accessM.close()
         try accessC.close()
         try fd.iommufd.destroy(mock.id)
@@ -306,13 +316,13 @@ struct SoakKernelTests {
     @Test func seededStreamsAgainstTheKernelAndAReference() throws {
         var all = Totals()
         let seed = getenv("SWIFT_IOMMUFD_SOAK_SEED").flatMap { UInt64(String(cString: $0)) } ?? 0x5EED
-        let n = Self.batches
+        let n = Self.batches, c = Self.changes
         let streams: [(String, () throws -> Totals)] = [
-            ("requests", { try Self.soak("requests", VTdSecondStage?.none, seed: seed, batches: n) }),
-            ("vtd-second-stage", { try Self.soak("vtd-second-stage", try VTdSecondStage(levels: 4), seed: seed + 1, batches: n) }),
-            ("x86-64", { try Self.soak("x86-64", try X86FirstStage(levels: 4), seed: seed + 2, batches: n) }),
-            ("amd-v1", { try Self.soak("amd-v1", try AMDv1(levels: 3), seed: seed + 3, batches: n) }),
-            ("arm-stage2-4k", { try Self.soak("arm-stage2-4k", try ArmVMSAv8(stage: .stage2), seed: seed + 4, batches: n) }),
+            ("requests", { try Self.soak("requests", VTdSecondStage?.none, seed: seed, batches: n, changes: c) }),
+            ("vtd-second-stage", { try Self.soak("vtd-second-stage", try VTdSecondStage(levels: 4), seed: seed + 1, batches: n, changes: c) }),
+            ("x86-64", { try Self.soak("x86-64", try X86FirstStage(levels: 4), seed: seed + 2, batches: n, changes: c) }),
+            ("amd-v1", { try Self.soak("amd-v1", try AMDv1(levels: 3), seed: seed + 3, batches: n, changes: c) }),
+            ("arm-stage2-4k", { try Self.soak("arm-stage2-4k", try ArmVMSAv8(stage: .stage2), seed: seed + 4, batches: n, changes: c) }),
         ]
         let start = monotonicSeconds()
         for (name, run) in streams {
