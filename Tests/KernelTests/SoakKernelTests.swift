@@ -218,6 +218,26 @@ struct SoakStream<Format: PageTableFormat> {
     }
 }
 
+extension SoakStream {
+    /// Makes the stream's next batch, applies it and records in `totals` a target's failure and
+    /// (request mode) every answer that differs from the reference's.
+    mutating func step(_ name: String, _ b: Int, _ engine: inout MirrorEngine, _ batch: inout MirrorBatch,
+                       _ result: inout MirrorBatchResult, _ statuses: inout [MirrorChangeOutcome.Status],
+                       _ totals: inout SoakKernelTests.Totals) throws {
+        let requests = tables.isEmpty
+        if requests { requestBatch(into: &batch, expecting: &statuses) } else { try tableBatch(into: &batch) }
+        engine.apply(batch, into: &result)
+        totals.engineChanges += batch.count
+        if result.targets.contains(where: { $0.failure != nil }) {
+            totals.diverged(["\(name) batch \(b): a target failed: \(result.targets.compactMap(\.failure))"])
+        }
+        guard requests else { return }
+        for (c, s) in statuses.enumerated() where result.changes[c].status != s {
+            totals.diverged(["\(name) batch \(b) change \(c) \(batch.changes[c]): \(result.changes[c].status), the reference \(s)"])
+        }
+    }
+}
+
 /// The soak on the real kernel: the engine mirrors the stream into a mock-domain IOAS, a second
 /// IOAS filled by `IOMMU_IOAS_COPY` from it, and a host AMD v1 table; every few batches the
 /// kernel's view of both IOAS (access reads, `MD_CHECK_MAP`, `MD_CHECK_REFS`) is compared with
@@ -274,21 +294,7 @@ struct SoakKernelTests {
         func last() -> Bool { changes.map { stream.guestChanges >= $0 } ?? (b == batches - 1) }
         while changes.map({ stream.guestChanges < $0 }) ?? (b < batches) {
             defer { b += 1 }
-            if format == nil {
-                stream.requestBatch(into: &batch, expecting: &statuses)
-            } else {
-                try stream.tableBatch(into: &batch)
-            }
-            engine.apply(batch, into: &result)
-            totals.engineChanges += batch.count
-            if result.targets.contains(where: { $0.failure != nil }) {
-                totals.diverged(["\(name) batch \(b): a target failed: \(result.targets.compactMap(\.failure))"])
-            }
-            if format == nil {
-                for (c, s) in statuses.enumerated() where result.changes[c].status != s {
-                    totals.diverged(["\(name) batch \(b) change \(c) \(batch.changes[c]): \(result.changes[c].status), the reference \(s)"])
-                }
-            }
+            try stream.step(name, b, &engine, &batch, &result, &statuses, &totals)
             guard b % checkEvery == checkEvery - 1 || last() else { continue }
             totals.checks += 1
             let expected = format == nil ? stream.requestView : stream.tableView
@@ -397,17 +403,7 @@ struct ModelSoakTests {
         let start = monotonicSeconds()
         var b = 0
         while stream.guestChanges < changes && totals.divergences <= 50 {
-            if format == nil { stream.requestBatch(into: &batch, expecting: &statuses) } else { try stream.tableBatch(into: &batch) }
-            engine.apply(batch, into: &result)
-            totals.engineChanges += batch.count
-            if result.targets.contains(where: { $0.failure != nil }) {
-                totals.diverged(["\(name) batch \(b): a target failed: \(result.targets.compactMap(\.failure))"])
-            }
-            if format == nil {
-                for (c, s) in statuses.enumerated() where result.changes[c].status != s {
-                    totals.diverged(["\(name) batch \(b) change \(c) \(batch.changes[c]): \(result.changes[c].status), the reference \(s)"])
-                }
-            }
+            try stream.step(name, b, &engine, &batch, &result, &statuses, &totals)
             b += 1
             guard b % checkEvery == 0 || stream.guestChanges >= changes else { continue }
             totals.checks += 1
