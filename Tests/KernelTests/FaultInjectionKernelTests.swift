@@ -2,6 +2,7 @@ import Foundation
 #if canImport(Glibc)
 import Glibc
 #endif
+import IOMMUCtlKit
 import IOMMUFD
 import IOMMUMirror
 import IOPageTables
@@ -49,39 +50,26 @@ struct FailNth: ~Copyable {
 /// sleeping and highmem ones; the failure reports quiet), and put back afterwards.
 struct FaultInjectionKnobs: ~Copyable {
     var saved: [(String, String)] = []
-    let kernel = LinuxKernel()
+    let files = LinuxSysfs()
     static let debugfs = "/sys/kernel/debug"
 
     init() throws {
-        if kernel.listDirectory(Self.debugfs + "/failslab").value == nil {
+        if case .failure = files.list(Self.debugfs + "/failslab") {
             _ = mount("debugfs", Self.debugfs, "debugfs", 0, nil)
         }
         var knobs = [("failslab/ignore-gfp-wait", "N"), ("fail_page_alloc/ignore-gfp-wait", "N"), ("fail_page_alloc/ignore-gfp-highmem", "N")]
-        for dir in try kernel.listDirectory(Self.debugfs).get() where dir.hasPrefix("fail") {
-            if kernel.readTextFile("\(Self.debugfs)/\(dir)/verbose").value != nil { knobs.append(("\(dir)/verbose", "0")) }
+        for dir in try files.list(Self.debugfs).get() where dir.hasPrefix("fail") {
+            if case .success = files.read("\(Self.debugfs)/\(dir)/verbose") { knobs.append(("\(dir)/verbose", "0")) }
         }
         for (knob, value) in knobs {
             let path = "\(Self.debugfs)/\(knob)"
-            let old = try kernel.readTextFile(path).get().trimmed
-            try kernel.writeTextFile(path, value).get()
+            let old = try files.read(path).get()
+            try files.write(path, value).get()
             saved.append((path, old))
         }
     }
 
-    deinit { for (path, old) in saved { _ = kernel.writeTextFile(path, old) } }
-}
-
-extension Result {
-    var value: Success? { try? get() }
-}
-
-extension String {
-    var trimmed: String {
-        var s = Substring(self)
-        while let c = s.last, c.isWhitespace { s.removeLast() }
-        while let c = s.first, c.isWhitespace { s.removeFirst() }
-        return String(s)
-    }
+    deinit { for (path, old) in saved { _ = files.write(path, old) } }
 }
 
 /// Fault-injection sweeps of the mirror engine on the real kernel: for each operation class and
