@@ -75,21 +75,20 @@ public protocol PageTableFormat: Sendable, Hashable {
     /// The raw entry pointing at a table (of level `level - 1`).
     func encodeTable(_ table: GuestPhysicalAddress, level: Int) -> UInt64
 
-    /// What to add to a raw leaf entry at `level` to move its output on by one item
-    /// (`2^itemShift(level)` bytes): the lowest bit of the entry's output field. `0` (the
-    /// default) turns the walker's run fast path off at this level.
+    /// The bits of a raw leaf entry at `level` that hold its output address from one item
+    /// (`2^itemShift(level)` bytes) up to the output width: one contiguous field, whose lowest
+    /// bit is the step that moves the output on by one item. `0` (the default) turns the
+    /// walker's run fast path off at this level.
     ///
-    /// The walker uses it to take a run of leaves, each entry the previous one plus this step,
-    /// after decoding only the run's first and last entry. A format giving a step promises, for
-    /// every raw entry `e` that ``decode(_:level:)`` reads as a leaf `L` with one item or with
-    /// per-item outputs (`replicasShareOutput == false`): there is a bound `K >= 1` such that
-    /// `decode(e &+ k &* step)` is `L` with output `L.output + k << itemShift(level)` (the
-    /// same size, permissions and replica kind) for every `k < K` and is not for any `k >= K`.
-    /// That holds when the output field's bits are the only ones the step changes until the
-    /// field carries into bits the decoder checks, and when the decoder's address checks
-    /// (width, alignment, reserved low bits) stay true or turn false once along the run. The
-    /// cross-path tests check the promise on random and hostile tables of every format.
-    func leafRunStep(level: Int) -> UInt64
+    /// The walker takes a run of leaves, each entry the previous one plus the step, after
+    /// decoding only the run's first entry. A format giving a field promises, for every raw
+    /// entry `e` that ``decode(_:level:)`` reads as a leaf `L` with one item or with per-item
+    /// outputs (`replicasShareOutput == false`), and every `k` for which `e &+ k &* step`
+    /// differs from `e` only inside the field: `decode(e &+ k &* step)` is `L` with output
+    /// `L.output + k << itemShift(level)` (the same size, permissions and replica kind). That
+    /// holds when the decoder reads those bits only as the output address and the field stops
+    /// below the width. The format tests check the promise on random entries of every format.
+    func leafRunField(level: Int) -> UInt64
 
     /// A mask test for the common pointer to the next table at `level` (> 0): the walker's
     /// descent takes an entry that passes it without decoding it. A format giving a test
@@ -136,7 +135,7 @@ extension PageTableFormat {
 
     /// No run fast path.
     @inlinable
-    public func leafRunStep(level: Int) -> UInt64 { 0 }
+    public func leafRunField(level: Int) -> UInt64 { 0 }
 
     /// No descent fast path.
     @inlinable

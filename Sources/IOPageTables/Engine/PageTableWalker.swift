@@ -87,10 +87,9 @@ extension PageTableWalkError: Hashable where VisitorError: Hashable {}
 ///
 /// Dense tables of well-formed leaves are walked close to memory speed: when an entry decodes
 /// as a leaf, the walk scans the following entries for ones that each add one item to the
-/// previous (``PageTableFormat/leafRunStep(level:)``), then decodes only the last of them; by
-/// the format's promise every entry in between is then the same leaf moved on (if the last is
-/// not, a binary search finds where the run stops). Repeats of an empty entry are skipped the
-/// same way. A walk of a range inside one entry of the upper tables (an invalidation) goes
+/// previous without carrying out of the output field (``PageTableFormat/leafRunField(level:)``);
+/// by the format's promise each of them is the same leaf moved on, so none is decoded.
+/// Repeats of an empty entry are skipped the same way. A walk of a range inside one entry of the upper tables (an invalidation) goes
 /// down through plain table pointers without decoding them
 /// (``PageTableFormat/tablePointerTest(level:)``). Faults, budgets, leaves and statistics are
 /// exactly those of decoding every entry. ``visitRuns(_:_:)`` hands out such runs merged into maximal ``TranslationRun``s, one call
@@ -458,7 +457,9 @@ public struct PageTableWalker<Format: PageTableFormat, Memory: GuestMemory> {
         guard bytes != nil || memory.contains(tableRange) else {
             return try report(.outsideGuestMemory, level, table, i, 0, input(i), &state, skip, onFault, flush)
         }
-        let step = runFastPath ? format.leafRunStep(level: level) : 0
+        let field = runFastPath ? format.leafRunField(level: level) : 0
+        let step = field & (0 &- field)
+        let stepShift = UInt64(truncatingIfNeeded: step.trailingZeroBitCount & 63)
         /// Entry `k` (`nil`: the memory shrank under the walk).
         func entry(_ k: Int) -> UInt64? {
             if let bytes {
@@ -586,31 +587,13 @@ public struct PageTableWalker<Format: PageTableFormat, Memory: GuestMemory> {
                     continue
                 }
                 // The fast path: from a leaf's first entry, the entries that each add one item
-                // to the previous, as whole leaves within the range and the budget.
-                if step != 0 && i == runStart && (count == 1 || !leaf.replicasShareOutput) && i < endIndex {
-                    let scanned = scan(i + 1, i + min(state.entriesLeft, endIndex - i), raw &+ step, step) - i
-                    var leaves = scanned >> runShift
-                    /// Whether leaf `q` of the scanned entries is the run moved on by `q` leaves:
-                    /// decodes its last entry (by the format's promise, those before it follow).
-                    func continues(_ q: Int) -> Bool {
-                        let k = ((q + 1) << runShift) - 1
-                        guard case .leaf(let o) = format.decode(raw &+ UInt64(k) &* step, level: level),
-                              o.sizeShift == leaf.sizeShift, o.permissions == leaf.permissions,
-                              o.replicasShareOutput == leaf.replicasShareOutput,
-                              o.output == leaf.output &+ (UInt64(k) << UInt64(shift)) else { return false }
-                        let leafBase = base &+ (UInt64(q) << UInt64(leaf.sizeShift))
-                        return (leafBase | lowMask(leaf.sizeShift)) <= lowMask(format.outputBits)
-                    }
-                    if leaves > (count == 1 ? 1 : 0) && !continues(leaves - 1) {
-                        // The leaves that continue are a prefix (the promise): find its end.
-                        var good = count == 1 ? 0 : -1
-                        var bad = leaves - 1
-                        while bad - good > 1 {
-                            let mid = (good + bad) / 2
-                            if continues(mid) { good = mid } else { bad = mid }
-                        }
-                        leaves = good + 1
-                    }
+                // to the previous without carrying out of the output field (by the format's
+                // promise, each the same leaf moved on), as whole leaves within the range and
+                // the budget.
+                if field != 0 && i == runStart && (count == 1 || !leaf.replicasShareOutput) && i < endIndex {
+                    let room = Int(truncatingIfNeeded: (field &- (raw & field)) &>> stepShift)
+                    let scanned = scan(i + 1, i + min(state.entriesLeft, endIndex &- i, room), raw &+ step, step) - i
+                    let leaves = scanned >> runShift
                     if leaves > 1 || (leaves == 1 && count > 1) {
                         state.stats.fastPathEntries += leaves << runShift
                         let g = WalkLeafGroup(spanFirst: tableBase &+ (UInt64(i) << UInt64(shift)), inputFirst: input(i).rawValue,

@@ -86,9 +86,12 @@ public struct AMDv1: PageTableFormat {
         (table.rawValue & Self.address) | Self.present | Self.readable | Self.writable | UInt64(level) << 9
     }
 
-    /// NextLevel-0 leaves of the level's default size (NL=7 runs are replicated, so the walker
-    /// takes them one by one); a carry out of bit 51 sets reserved bits.
-    @inlinable public func leafRunStep(level: Int) -> UInt64 { level < 5 ? bit(itemShift(level: level)) : 0 }
+    /// Address bits from the level's size up to the width: NextLevel-0 leaves, and NL=7 leaves
+    /// of one item (their size pattern lies below the field; longer NL=7 runs are replicated,
+    /// so the walker takes them one by one).
+    @inlinable public func leafRunField(level: Int) -> UInt64 {
+        level < 5 ? bitField(outputBits - 1, itemShift(level: level)) : 0
+    }
 
     /// PR, IR and IW set, NextLevel the next level down (no skipping); bits 60:52 and the
     /// address bits at or above the width clear.

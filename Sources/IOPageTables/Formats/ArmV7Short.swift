@@ -95,8 +95,8 @@ public struct ArmV7Short: PageTableFormat {
     }
 
     /// Small pages (b31:12) and sections (b31:20); large pages and supersections are
-    /// replicated. A 32-bit entry cannot carry past bit 31.
-    @inlinable public func leafRunStep(level: Int) -> UInt64 { bit(itemShift(level: level)) }
+    /// replicated, so the walker takes them one by one.
+    @inlinable public func leafRunField(level: Int) -> UInt64 { bitField(31, itemShift(level: level)) }
 
     /// An L1 entry of type 0b01.
     @inlinable public func tablePointerTest(level: Int) -> TablePointerTest {

@@ -212,10 +212,12 @@ public struct ArmVMSAv8: PageTableFormat {
         packOutput(table.rawValue) | Self.valid | Self.tableOrPage
     }
 
-    /// OA[47:g] (LPA2: OA[49:12]) sits at its own bit position; pages and blocks, contiguous
-    /// or not (each item holds its own output). A carry out of the field sets reserved bits
-    /// 49:48, or (LPA2) wraps the output.
-    @inlinable public func leafRunStep(level: Int) -> UInt64 { level <= topLevel ? bit(itemShift(level: level)) : 0 }
+    /// OA[47:g] up to the width (LPA2: OA[49:12], 64K LPA: OA[47:16]; the address bits kept
+    /// elsewhere lie outside); pages and blocks, contiguous or not (each item holds its own
+    /// output).
+    @inlinable public func leafRunField(level: Int) -> UInt64 {
+        level <= topLevel ? bitField(min(lpa2 ? 49 : 47, outputBits - 1), itemShift(level: level)) : 0
+    }
 
     /// Valid and table set; the reserved bits, the address bits at or above the width and
     /// (stage 1 with hierarchical permissions) APTable/UXNTable/PXNTable clear. Not for the

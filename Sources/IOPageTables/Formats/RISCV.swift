@@ -117,10 +117,9 @@ public struct RISCVPageTable: PageTableFormat {
         Self.valid | ((table.rawValue >> 12) & lowMask(44)) << 10
     }
 
-    /// PPN starts at bit 10: one item is `2^(itemShift - 2)` in the raw entry (Svnapot runs
-    /// are replicated, so the walker takes them one by one); a carry out of bit 53 sets
-    /// reserved bits.
-    @inlinable public func leafRunStep(level: Int) -> UInt64 { bit(itemShift(level: level) - 2) }
+    /// The PPN bits (output bit n sits at bit n - 2) from the level's size up to the width
+    /// (Svnapot runs are replicated, so the walker takes them one by one).
+    @inlinable public func leafRunField(level: Int) -> UInt64 { bitField(outputBits - 3, itemShift(level: level) - 2) }
 
     /// V set; R/W/X, U, A, D, N, PBMT, bits 60:54 and the PPN bits at or above the width clear.
     @inlinable public func tablePointerTest(level: Int) -> TablePointerTest {

@@ -87,9 +87,8 @@ public struct VTdSecondStage: PageTableFormat {
         (table.rawValue & Self.address) | Self.read | Self.write
     }
 
-    /// The address field starts at the leaf's own size (bit 12, 21 or 30); a carry out of bit
-    /// 51 lands in ignored bits but wraps the output, so the run stops there.
-    @inlinable public func leafRunStep(level: Int) -> UInt64 { level <= 2 ? bit(itemShift(level: level)) : 0 }
+    /// Address bits from the leaf's own size (bit 12, 21 or 30) up to the width.
+    @inlinable public func leafRunField(level: Int) -> UInt64 { level <= 2 ? bitField(outputBits - 1, itemShift(level: level)) : 0 }
 
     /// R and W set; PS, SNP, TM and the address bits at or above the width clear.
     @inlinable public func tablePointerTest(level: Int) -> TablePointerTest {

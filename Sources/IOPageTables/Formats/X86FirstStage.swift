@@ -86,8 +86,8 @@ public struct X86FirstStage: PageTableFormat {
         (table.rawValue & Self.address) | Self.present | Self.writable | Self.user | Self.accessed
     }
 
-    /// The address field from the leaf's own size (a large leaf's PAT bit 12 lies below it).
-    @inlinable public func leafRunStep(level: Int) -> UInt64 { level <= 2 ? bit(itemShift(level: level)) : 0 }
+    /// Address bits from the leaf's own size (a large leaf's PAT bit 12 lies below) up to the width.
+    @inlinable public func leafRunField(level: Int) -> UInt64 { level <= 2 ? bitField(outputBits - 1, itemShift(level: level)) : 0 }
 
     /// P, R/W and U/S set; PS, XD and the address bits at or above the width clear.
     @inlinable public func tablePointerTest(level: Int) -> TablePointerTest {
