@@ -217,8 +217,9 @@ struct FastPathTests {
         }
     }
 
-    /// A run of stepping entries that crosses the output width: the run stops where the width
-    /// does (a binary search), and each entry past it is its own fault.
+    /// A run of stepping entries that crosses the output width: the run stops where the
+    /// format's output field (which ends at the width) carries, and each entry past it is its
+    /// own fault.
     @Test func runCrossingTheOutputWidth() throws {
         let arena = Arena()
         var b = try arena.builder(Formats.vtd3)  // 39-bit output

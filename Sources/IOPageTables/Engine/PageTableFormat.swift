@@ -174,6 +174,16 @@ extension PageTableFormat {
         }
     }
 
+    /// The span addresses of `range` when the table translates all of it in one piece (within
+    /// one half of a sign-extended space), or `nil`.
+    @inlinable @inline(__always)
+    public func spanRange(of range: IOVARange) -> (first: UInt64, last: UInt64)? {
+        guard let first = spanAddress(of: range.first), let last = spanAddress(of: range.last), first <= last else { return nil }
+        let bits = inputBits
+        if inputExtension == .signExtended && bits < 64 && (first ^ last) >> UInt64(bits - 1) != 0 { return nil }
+        return (first, last)
+    }
+
     /// The input address of a span address (the inverse of ``spanAddress(of:)``).
     @inlinable @inline(__always)
     public func inputAddress(ofSpan s: UInt64) -> IOVA {

@@ -32,7 +32,7 @@ public struct WalkStatistics: Hashable, Sendable, CustomStringConvertible {
     /// A measure of how much of the walk ran fast; everything else in these statistics is the
     /// same with and without the fast path.
     public var fastPathEntries = 0
-    public init() {}
+    @inlinable public init() {}
 
     public var description: String {
         "\(entriesRead) entries, \(tablesVisited) tables, \(leaves) leaves, \(faultsSkipped) faults skipped"
@@ -327,28 +327,36 @@ public struct PageTableWalker<Format: PageTableFormat, Memory: GuestMemory> {
             _ = try report(.misalignedTable, top, root.rawValue, 0, 0, format.inputAddress(ofSpan: 0), &state, skip, onFault, flush)
             return state.stats
         }
-        // At most two pieces (the halves of a sign-extended space), without an array.
-        let (lower, upperHalf) = format.inputRangePair
-        var pending: IOVARange? = lower
-        var upper = upperHalf
-        while let piece = pending {
-            (pending, upper) = (upper, nil)
-            guard let r = piece.intersection(range),
-                  let first = format.spanAddress(of: r.first), let last = format.spanAddress(of: r.last) else { continue }
+        /// Walks the span addresses `first...last` (within one half); `false` when the walk stops.
+        func piece(_ first: UInt64, _ last: UInt64, _ state: inout WalkState) throws(PageTableWalkError<E>) -> Bool {
             guard state.tablesLeft > 0 else {
                 _ = try exhausted(top, root.rawValue, 0, 0, format.inputAddress(ofSpan: first), state, flush)
-                return state.stats
+                return false
             }
-            state.tablesLeft -= 1
-            state.stats.tablesVisited += 1
+            state.tablesLeft &-= 1
+            state.stats.tablesVisited &+= 1
             state.pathFirst[0] = root.rawValue
-            state.pathLast[0] = root.rawValue &+ UInt64(format.tableBytes(level: top) - 1)
+            state.pathLast[0] = root.rawValue &+ UInt64(format.tableBytes(level: top) &- 1)
             state.depth = 1
             var (table, level, tableBase, allows) = (root.rawValue, top, UInt64(0), Permissions.all)
             if runFastPath { descend(first, last, &table, &level, &tableBase, &allows, &state) }
-            let control = try walkTable(table, level: level, tableBase: tableBase, first: first, last: last, allows: allows,
-                                        &state, skip, onFault, group, flush)
-            if control == .stop { return state.stats }
+            return try walkTable(table, level: level, tableBase: tableBase, first: first, last: last, allows: allows,
+                                 &state, skip, onFault, group, flush) == .continue
+        }
+        if let (first, last) = format.spanRange(of: range) {
+            // The common case: a range the table translates whole, in one piece.
+            guard try piece(first, last, &state) else { return state.stats }
+        } else {
+            // At most two pieces (the halves of a sign-extended space), without an array.
+            let (lower, upperHalf) = format.inputRangePair
+            var pending: IOVARange? = lower
+            var upper = upperHalf
+            while let p = pending {
+                (pending, upper) = (upper, nil)
+                guard let r = p.intersection(range),
+                      let first = format.spanAddress(of: r.first), let last = format.spanAddress(of: r.last) else { continue }
+                guard try piece(first, last, &state) else { return state.stats }
+            }
         }
         do { _ = try flush() } catch { throw .visitor(error) }
         return state.stats
@@ -433,19 +441,61 @@ public struct PageTableWalker<Format: PageTableFormat, Memory: GuestMemory> {
         do { return try onFault(fault) } catch { throw .visitor(error) }
     }
 
+    /// Entry `k` of `table` (at `level`) points at the table `next`: checks it as ``walkTable``
+    /// promises (level, alignment, loops, budget) and walks the part of `first...last` it
+    /// translates. Kept out of ``walkTable`` so that the leaf path there stays lean.
+    @inlinable @inline(never)
+    func enterTable<E: Error>(_ next: UInt64, _ nextLevel: Int, _ nextAllows: Permissions, from table: UInt64, level: Int, index k: Int,
+                              _ raw: UInt64, tableBase: UInt64, first: UInt64, last: UInt64, allows: Permissions,
+                              _ state: inout WalkState, _ skip: Bool, _ onFault: (PageTableFault) throws(E) -> WalkControl,
+                              _ group: (WalkLeafGroup, inout WalkState) throws(E) -> WalkControl,
+                              _ flush: () throws(E) -> WalkControl) throws(PageTableWalkError<E>) -> WalkControl {
+        let entryBase = tableBase &+ (UInt64(truncatingIfNeeded: k) &<< UInt64(truncatingIfNeeded: format.itemShift(level: level)))
+        let input = format.inputAddress(ofSpan: entryBase)
+        guard nextLevel >= 0, nextLevel < level else {
+            return try report(.invalidNextLevel, level, table, k, raw, input, &state, skip, onFault, flush)
+        }
+        let nextBytes = UInt64(format.tableBytes(level: nextLevel))
+        guard next & (nextBytes - 1) == 0 else {
+            return try report(.misalignedTable, level, table, k, raw, input, &state, skip, onFault, flush)
+        }
+        // Aligned to its power-of-two size, the next table cannot wrap past 2^64.
+        let nextLast = next &+ (nextBytes - 1)
+        for d in 0..<state.depth where next <= state.pathLast[d] && state.pathFirst[d] <= nextLast {
+            return try report(.loop, level, table, k, raw, input, &state, skip, onFault, flush)
+        }
+        guard state.tablesLeft > 0 else { return try exhausted(level, table, k, raw, input, state, flush) }
+        state.tablesLeft -= 1
+        state.stats.tablesVisited += 1
+        // With level skipping (AMD v1) the child covers only the low part of the entry.
+        let childLast = entryBase &+ lowMask(format.itemShift(level: nextLevel) + format.indexBits(level: nextLevel))
+        let lo = max(first, entryBase)
+        let hi = min(last, childLast)
+        guard lo <= hi else { return .continue }
+        state.pathFirst[state.depth] = next
+        state.pathLast[state.depth] = nextLast
+        state.depth += 1
+        let control = try walkTable(next, level: nextLevel, tableBase: entryBase, first: lo, last: hi,
+                                    allows: allows.intersection(nextAllows), &state, skip, onFault, group, flush)
+        state.depth -= 1
+        return control
+    }
+
     @inlinable
     func walkTable<E: Error>(_ table: UInt64, level: Int, tableBase: UInt64, first: UInt64, last: UInt64, allows: Permissions,
                              _ state: inout WalkState, _ skip: Bool, _ onFault: (PageTableFault) throws(E) -> WalkControl,
                              _ group: (WalkLeafGroup, inout WalkState) throws(E) -> WalkControl,
                              _ flush: () throws(E) -> WalkControl) throws(PageTableWalkError<E>) -> WalkControl {
+        // Shifts below are those of a valid format (item shifts < 64).
         let shift = format.itemShift(level: level)
+        let shiftBits = UInt64(truncatingIfNeeded: shift)
         let indexBits = format.indexBits(level: level)
         let entryBytes = UInt64(format.entryBytes)
-        let endIndex = Int(truncatingIfNeeded: (last &- tableBase) >> UInt64(shift))
-        var i = Int(truncatingIfNeeded: (first &- tableBase) >> UInt64(shift))
+        let endIndex = Int(truncatingIfNeeded: (last &- tableBase) &>> shiftBits)
+        var i = Int(truncatingIfNeeded: (first &- tableBase) &>> shiftBits)
         let startIndex = i
         /// The first input address entry `k` of this table translates.
-        func input(_ k: Int) -> IOVA { format.inputAddress(ofSpan: tableBase &+ (UInt64(k) << UInt64(shift))) }
+        func input(_ k: Int) -> IOVA { format.inputAddress(ofSpan: tableBase &+ (UInt64(truncatingIfNeeded: k) &<< shiftBits)) }
 
         // The whole table must be guest memory before any entry of it is read.
         let tableBytes = UInt64(format.tableBytes(level: level))
@@ -524,44 +574,10 @@ public struct PageTableWalker<Format: PageTableFormat, Memory: GuestMemory> {
                 if try report(reason, level, table, i, raw, input(i), &state, skip, onFault, flush) == .stop { return .stop }
                 i += 1
             case .table(let next, let nextLevel, let nextAllows):
-                let k = i
                 i += 1
-                guard nextLevel >= 0, nextLevel < level else {
-                    if try report(.invalidNextLevel, level, table, k, raw, input(k), &state, skip, onFault, flush) == .stop { return .stop }
-                    continue
-                }
-                let nextBytes = UInt64(format.tableBytes(level: nextLevel))
-                guard next.rawValue & (nextBytes - 1) == 0 else {
-                    if try report(.misalignedTable, level, table, k, raw, input(k), &state, skip, onFault, flush) == .stop { return .stop }
-                    continue
-                }
-                // Aligned to its power-of-two size, the next table cannot wrap past 2^64.
-                let nextFirst = next.rawValue
-                let nextLast = nextFirst &+ (nextBytes - 1)
-                var overlapsPath = false
-                for d in 0..<state.depth where nextFirst <= state.pathLast[d] && state.pathFirst[d] <= nextLast {
-                    overlapsPath = true
-                }
-                guard !overlapsPath else {
-                    if try report(.loop, level, table, k, raw, input(k), &state, skip, onFault, flush) == .stop { return .stop }
-                    continue
-                }
-                guard state.tablesLeft > 0 else { return try exhausted(level, table, k, raw, input(k), state, flush) }
-                state.tablesLeft -= 1
-                state.stats.tablesVisited += 1
-                // With level skipping (AMD v1) the child covers only the low part of the entry.
-                let entryBase = tableBase &+ (UInt64(k) << UInt64(shift))
-                let childLast = entryBase &+ lowMask(format.itemShift(level: nextLevel) + format.indexBits(level: nextLevel))
-                let lo = max(first, entryBase)
-                let hi = min(last, childLast)
-                if lo <= hi {
-                    state.pathFirst[state.depth] = nextFirst
-                    state.pathLast[state.depth] = nextLast
-                    state.depth += 1
-                    let control = try walkTable(nextFirst, level: nextLevel, tableBase: entryBase, first: lo, last: hi,
-                                                allows: allows.intersection(nextAllows), &state, skip, onFault, group, flush)
-                    state.depth -= 1
-                    if control == .stop { return .stop }
+                if try enterTable(next.rawValue, nextLevel, nextAllows, from: table, level: level, index: i - 1, raw, tableBase: tableBase,
+                                  first: first, last: last, allows: allows, &state, skip, onFault, group, flush) == .stop {
+                    return .stop
                 }
             case .leaf(let leaf):
                 let runShift = leaf.sizeShift - shift
@@ -573,7 +589,7 @@ public struct PageTableWalker<Format: PageTableFormat, Memory: GuestMemory> {
                 let count = 1 << runShift
                 let runStart = i & ~(count - 1)
                 let runEnd = runStart + count
-                let base = leaf.replicasShareOutput ? leaf.output : leaf.output &- (UInt64(i - runStart) << UInt64(shift))
+                let base = leaf.replicasShareOutput ? leaf.output : leaf.output &- (UInt64(truncatingIfNeeded: i &- runStart) &<< shiftBits)
                 // A member whose run is misaligned or too wide is bad itself; its neighbours are
                 // judged on their own.
                 guard base & lowMask(leaf.sizeShift) == 0 else {
@@ -592,11 +608,11 @@ public struct PageTableWalker<Format: PageTableFormat, Memory: GuestMemory> {
                 // the budget.
                 if field != 0 && i == runStart && (count == 1 || !leaf.replicasShareOutput) && i < endIndex {
                     let room = Int(truncatingIfNeeded: (field &- (raw & field)) &>> stepShift)
-                    let scanned = scan(i + 1, i + min(state.entriesLeft, endIndex &- i, room), raw &+ step, step) - i
+                    let scanned = scan(i + 1, i + min(min(state.entriesLeft, endIndex &- i), room), raw &+ step, step) - i
                     let leaves = scanned >> runShift
                     if leaves > 1 || (leaves == 1 && count > 1) {
                         state.stats.fastPathEntries += leaves << runShift
-                        let g = WalkLeafGroup(spanFirst: tableBase &+ (UInt64(i) << UInt64(shift)), inputFirst: input(i).rawValue,
+                        let g = WalkLeafGroup(spanFirst: tableBase &+ (UInt64(truncatingIfNeeded: i) &<< shiftBits), inputFirst: input(i).rawValue,
                                               leafShift: leaf.sizeShift, count: leaves,
                                           output: base, permissions: leaf.permissions.intersection(allows), level: level,
                                           firstCharge: count - 1, entriesPerLeaf: count)
@@ -619,7 +635,7 @@ public struct PageTableWalker<Format: PageTableFormat, Memory: GuestMemory> {
                         guard let other = entry(k) else {
                             return try report(.outsideGuestMemory, level, table, k, 0, input(k), &state, skip, onFault, flush)
                         }
-                        let expected = leaf.replicasShareOutput ? base : base &+ (UInt64(k - runStart) << UInt64(shift))
+                        let expected = leaf.replicasShareOutput ? base : base &+ (UInt64(truncatingIfNeeded: k &- runStart) &<< shiftBits)
                         if case .leaf(let o) = format.decode(other, level: level), o.sizeShift == leaf.sizeShift,
                            o.permissions == leaf.permissions, o.replicasShareOutput == leaf.replicasShareOutput,
                            o.output == expected {
@@ -673,7 +689,7 @@ public struct PageTableWalker<Format: PageTableFormat, Memory: GuestMemory> {
                 }
                 let control: WalkControl
                 do {
-                    control = try group(WalkLeafGroup(spanFirst: tableBase &+ (UInt64(runStart) << UInt64(shift)),
+                    control = try group(WalkLeafGroup(spanFirst: tableBase &+ (UInt64(truncatingIfNeeded: runStart) &<< shiftBits),
                                                       inputFirst: input(runStart).rawValue, leafShift: leaf.sizeShift,
                                                   count: 1, output: base, permissions: leaf.permissions.intersection(allows),
                                                   level: level, firstCharge: 0, entriesPerLeaf: count), &state)
@@ -697,16 +713,20 @@ extension PageTableWalker: Sendable where Format: Sendable, Memory: Sendable {}
 struct WalkState {
     @usableFromInline var entriesLeft: Int
     @usableFromInline var tablesLeft: Int
-    @usableFromInline var stats = WalkStatistics()
-    /// First and last byte of each table on the current path.
-    @usableFromInline var pathFirst = InlineArray<8, UInt64>(repeating: .max)
-    @usableFromInline var pathLast = InlineArray<8, UInt64>(repeating: 0)
-    @usableFromInline var depth = 0
+    @usableFromInline var stats: WalkStatistics
+    /// First and last byte of each table on the current path (the first `depth` are set).
+    @usableFromInline var pathFirst: InlineArray<8, UInt64>
+    @usableFromInline var pathLast: InlineArray<8, UInt64>
+    @usableFromInline var depth: Int
 
     @inlinable
     init(entriesLeft: Int, tablesLeft: Int) {
         self.entriesLeft = entriesLeft
         self.tablesLeft = tablesLeft
+        stats = WalkStatistics()
+        pathFirst = InlineArray(repeating: 0)
+        pathLast = InlineArray(repeating: 0)
+        depth = 0
     }
 }
 

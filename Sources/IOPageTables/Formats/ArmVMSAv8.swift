@@ -36,6 +36,8 @@ public struct ArmVMSAv8: PageTableFormat {
     @usableFromInline let reservedBits: UInt64
     /// What ``tablePointerTest(level:)`` masks (0: no test, for the 52-bit layouts).
     @usableFromInline let plainTableMask: UInt64
+    /// The top bit of ``leafRunField(level:)``.
+    @usableFromInline let runFieldTop: Int
 
     public init(stage: Stage, granule: Granule = .size4K, inputBits: Int = 48, outputBits: Int = 48,
                 concatenatedRootsLog2: Int = 0, upperHalf: Bool = false, hierarchicalPermissions: Bool = true,
@@ -78,6 +80,7 @@ public struct ArmVMSAv8: PageTableFormat {
         var plain = Self.valid | Self.tableOrPage | reservedBits | bitField(47, outputBits)
         if stage == .stage1 && hierarchicalPermissions { plain |= Self.pxnTable | Self.uxnTable | Self.apTableNoUser | Self.apTableReadOnly }
         plainTableMask = lpa2 || lpa64K ? 0 : plain
+        runFieldTop = min(lpa2 ? 49 : 47, outputBits - 1)
     }
 
     @inlinable static var valid: UInt64 { 1 << 0 }
@@ -216,7 +219,7 @@ public struct ArmVMSAv8: PageTableFormat {
     /// elsewhere lie outside); pages and blocks, contiguous or not (each item holds its own
     /// output).
     @inlinable public func leafRunField(level: Int) -> UInt64 {
-        level <= topLevel ? bitField(min(lpa2 ? 49 : 47, outputBits - 1), itemShift(level: level)) : 0
+        level <= topLevel ? bitField(runFieldTop, itemShift(level: level)) : 0
     }
 
     /// Valid and table set; the reserved bits, the address bits at or above the width and
