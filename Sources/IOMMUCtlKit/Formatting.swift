@@ -3,6 +3,7 @@ import FoundationEssentials
 #else
 import Foundation
 #endif
+import SystemCalls
 
 /// A plain-text table: a header row and rows, columns padded to their widest cell.
 public struct TextTable: Sendable {

@@ -1,4 +1,5 @@
 public import IOMMUCapabilities
+import SystemCalls
 
 /// One problem in a requirements file: where (`file:line`, or the file as a whole) and what.
 public struct RequirementsFileIssue: Hashable, Sendable, CustomStringConvertible {
@@ -302,13 +303,4 @@ func editDistance(_ a: String, _ b: String) -> Int {
         }
     }
     return d[a.count][b.count]
-}
-
-extension StringProtocol {
-    var trimmed: String {
-        var s = Substring(self)
-        while let c = s.first, c.isWhitespace { s.removeFirst() }
-        while let c = s.last, c.isWhitespace { s.removeLast() }
-        return String(s)
-    }
 }

@@ -53,7 +53,7 @@ final class FakeSysfs: SysfsAccess {
             if s.readOnly { return .failure(.permissionDenied) }
             s.writes.append("\(path) <- \(value == "\n" ? "\\n" : value)")
             let parts = path.split(separator: "/").map(String.init)
-            let bdf = value.trimmingWhitespace
+            let bdf = value.trimmed
             switch parts {
             case ["sys", "bus", "pci", "drivers_probe"]:
                 guard var d = s.devices[bdf] else { return .failure(.operationNotSupportedByDevice) }
@@ -127,14 +127,5 @@ final class FakeSysfs: SysfsAccess {
             default: return .failure(.noSuchFileOrDirectory)
             }
         }
-    }
-}
-
-extension String {
-    var trimmingWhitespace: String {
-        var s = Substring(self)
-        while let c = s.first, c.isWhitespace { s.removeFirst() }
-        while let c = s.last, c.isWhitespace { s.removeLast() }
-        return String(s)
     }
 }

@@ -122,7 +122,7 @@ public struct VFIOPCIBinding: ~Copyable {
 enum Sysfs {
     static func read(_ path: String, _ kernel: any KernelInterface) -> String? {
         guard case .success(let text) = kernel.readTextFile(path) else { return nil }
-        return text.trimmingCharacters()
+        return text.trimmed
     }
 
     static func write(_ path: String, _ value: String, _ kernel: any KernelInterface) throws(IOMMUFDError) {
@@ -131,14 +131,5 @@ enum Sysfs {
 
     static func list(_ path: String, _ kernel: any KernelInterface) -> [String]? {
         if case .success(let names) = kernel.listDirectory(path) { names } else { nil }
-    }
-}
-
-extension String {
-    fileprivate func trimmingCharacters() -> String {
-        var s = Substring(self)
-        while let c = s.last, c.isWhitespace { s.removeLast() }
-        while let c = s.first, c.isWhitespace { s.removeFirst() }
-        return String(s)
     }
 }
