@@ -339,7 +339,10 @@ public struct PageTableWalker<Format: PageTableFormat, Memory: GuestMemory> {
             state.pathLast[0] = root.rawValue &+ UInt64(format.tableBytes(level: top) &- 1)
             state.depth = 1
             var (table, level, tableBase, allows) = (root.rawValue, top, UInt64(0), Permissions.all)
-            if runFastPath { descend(first, last, &table, &level, &tableBase, &allows, &state) }
+            if runFastPath {
+                descend(first, last, &table, &level, &tableBase, &allows, &state)
+                if let control = try leafRun(table, level, tableBase, first, last, allows, &state, group) { return control == .continue }
+            }
             return try walkTable(table, level: level, tableBase: tableBase, first: first, last: last, allows: allows,
                                  &state, skip, onFault, group, flush) == .continue
         }
@@ -372,36 +375,79 @@ public struct PageTableWalker<Format: PageTableFormat, Memory: GuestMemory> {
     func descend(_ first: UInt64, _ last: UInt64, _ table: inout UInt64, _ level: inout Int, _ tableBase: inout UInt64,
                  _ allows: inout Permissions, _ state: inout WalkState) {
         // Shifts and sizes below are those of a valid format (< 64 bits, tables < 2^63 bytes).
-        let entryLog2 = format.entryBytes == 8 ? 3 : 2
-        while level > 0 {
+        let entryLog2: UInt64 = format.entryBytes == 8 ? 3 : 2
+        // Each level takes one entry and one table from the budget, charged after the loop.
+        let most = min(state.entriesLeft, state.tablesLeft)
+        var taken = 0
+        var depth = state.depth
+        while level > 0 && taken < most {
             let shift = UInt64(truncatingIfNeeded: format.itemShift(level: level))
             let k = (first &- tableBase) &>> shift
-            guard k == (last &- tableBase) &>> shift, state.entriesLeft > 0, state.tablesLeft > 0 else { return }
-            let tableMask = (UInt64(1) &<< UInt64(truncatingIfNeeded: entryLog2 &+ format.indexBits(level: level))) &- 1
+            guard k == (last &- tableBase) &>> shift else { break }
+            let tableMask = (UInt64(1) &<< (entryLog2 &+ UInt64(truncatingIfNeeded: format.indexBits(level: level)))) &- 1
             let (tableLast, wraps) = table.addingReportingOverflow(tableMask)
-            guard !wraps, let bytes = memory.readableBytes(of: try! GuestPhysicalRange(first: GuestPhysicalAddress(table), last: GuestPhysicalAddress(tableLast))) else { return }
+            guard !wraps, let bytes = memory.readableBytes(of: try! GuestPhysicalRange(first: GuestPhysicalAddress(table), last: GuestPhysicalAddress(tableLast))) else { break }
             let raw = entryLog2 == 3
                 ? UInt64(littleEndian: bytes.loadUnaligned(fromByteOffset: Int(truncatingIfNeeded: k &<< 3), as: UInt64.self))
                 : UInt64(UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: Int(truncatingIfNeeded: k &<< 2), as: UInt32.self)))
             let test = format.tablePointerTest(level: level)
-            guard test.matches(raw) else { return }
+            guard test.matches(raw) else { break }
             let next = test.table(raw)
-            let nextMask = (UInt64(1) &<< UInt64(truncatingIfNeeded: entryLog2 &+ format.indexBits(level: level &- 1))) &- 1
+            let nextMask = (UInt64(1) &<< (entryLog2 &+ UInt64(truncatingIfNeeded: format.indexBits(level: level &- 1)))) &- 1
             let nextLast = next | nextMask
-            let entryBase = tableBase &+ (k &<< shift)
-            guard next & nextMask == 0, last &- entryBase <= (UInt64(1) &<< shift) &- 1 else { return }
-            for d in 0..<state.depth where next <= state.pathLast[d] && state.pathFirst[d] <= nextLast { return }
-            state.entriesLeft &-= 1
-            state.stats.entriesRead &+= 1
-            state.stats.fastPathEntries &+= 1
-            state.tablesLeft &-= 1
-            state.stats.tablesVisited &+= 1
-            state.pathFirst[state.depth] = next
-            state.pathLast[state.depth] = nextLast
-            state.depth &+= 1
-            (table, level, tableBase) = (next, level &- 1, entryBase)
+            guard next & nextMask == 0 else { break }
+            var loops = false
+            for d in 0..<depth where next <= state.pathLast[d] && state.pathFirst[d] <= nextLast { loops = true }
+            guard !loops else { break }
+            state.pathFirst[depth] = next
+            state.pathLast[depth] = nextLast
+            depth &+= 1
+            taken &+= 1
+            (table, level, tableBase) = (next, level &- 1, tableBase &+ (k &<< shift))
             allows = allows.intersection(test.allows)
         }
+        state.depth = depth
+        state.entriesLeft &-= taken
+        state.stats.entriesRead &+= taken
+        state.stats.fastPathEntries &+= taken
+        state.tablesLeft &-= taken
+        state.stats.tablesVisited &+= taken
+    }
+
+    /// The end of the descent: when `first...last` in `table` is one run of one-item leaves
+    /// (each entry the first plus one item, within the output field), hands it to `group` as
+    /// ``walkTable`` would, with its accounting, and returns what `group` says; `nil`, having
+    /// changed nothing, for anything else (``walkTable`` then walks the table).
+    @inlinable
+    func leafRun<E: Error>(_ table: UInt64, _ level: Int, _ tableBase: UInt64, _ first: UInt64, _ last: UInt64,
+                           _ allows: Permissions, _ state: inout WalkState,
+                           _ group: (WalkLeafGroup, inout WalkState) throws(E) -> WalkControl) throws(PageTableWalkError<E>) -> WalkControl? {
+        // Shifts and sizes below are those of a valid format (< 64 bits, tables < 2^63 bytes).
+        let field = format.leafRunField(level: level)
+        guard field != 0, format.entryBytes == 8 else { return nil }
+        let shift = format.itemShift(level: level)
+        let shiftBits = UInt64(truncatingIfNeeded: shift)
+        let i = Int(truncatingIfNeeded: (first &- tableBase) &>> shiftBits)
+        let end = Int(truncatingIfNeeded: (last &- tableBase) &>> shiftBits)
+        guard state.entriesLeft > end &- i else { return nil }
+        let (tableLast, wraps) = table.addingReportingOverflow(UInt64(truncatingIfNeeded: format.tableBytes(level: level)) &- 1)
+        guard !wraps, let bytes = memory.readableBytes(of: try! GuestPhysicalRange(first: GuestPhysicalAddress(table),
+                                                                                   last: GuestPhysicalAddress(tableLast))) else { return nil }
+        let raw = UInt64(littleEndian: bytes.loadUnaligned(fromByteOffset: i &* 8, as: UInt64.self))
+        guard case .leaf(let leaf) = format.decode(raw, level: level), leaf.sizeShift == shift,
+              leaf.output & lowMask(shift) == 0, (leaf.output | lowMask(shift)) <= lowMask(format.outputBits) else { return nil }
+        let step = field & (0 &- field)
+        let room = (field &- (raw & field)) &>> UInt64(truncatingIfNeeded: step.trailingZeroBitCount)
+        guard room >= UInt64(truncatingIfNeeded: end &- i),
+              end == i || scanEntries(bytes, i &+ 1, end, raw &+ step, step) == end &+ 1 else { return nil }
+        state.entriesLeft &-= 1
+        state.stats.entriesRead &+= 1
+        if end > i { state.stats.fastPathEntries &+= end &- i &+ 1 }
+        let g = WalkLeafGroup(spanFirst: tableBase &+ (UInt64(truncatingIfNeeded: i) &<< shiftBits),
+                              inputFirst: format.inputAddress(ofSpan: tableBase &+ (UInt64(truncatingIfNeeded: i) &<< shiftBits)).rawValue,
+                              leafShift: shift, count: end &- i &+ 1, output: leaf.output, permissions: leaf.permissions.intersection(allows),
+                              level: level, firstCharge: 0, entriesPerLeaf: 1)
+        do { return try group(g, &state) } catch { throw .visitor(error) }
     }
 
     @inlinable @inline(__always)
@@ -523,26 +569,7 @@ public struct PageTableWalker<Format: PageTableFormat, Memory: GuestMemory> {
         func scan(_ from: Int, _ through: Int, _ expected: UInt64, _ delta: UInt64) -> Int {
             var k = from
             var e = expected
-            if let bytes, entryBytes == 8 {
-                // Four entries per compare, then one at a time to find where the run ends.
-                let (d2, d3, d4) = (delta &* 2, delta &* 3, delta &* 4)
-                while k &+ 3 <= through {
-                    let p = bytes + k &* 8
-                    let a = UInt64(littleEndian: p.loadUnaligned(as: UInt64.self))
-                    let b = UInt64(littleEndian: p.loadUnaligned(fromByteOffset: 8, as: UInt64.self))
-                    let c = UInt64(littleEndian: p.loadUnaligned(fromByteOffset: 16, as: UInt64.self))
-                    let d = UInt64(littleEndian: p.loadUnaligned(fromByteOffset: 24, as: UInt64.self))
-                    guard (a ^ e) | (b ^ (e &+ delta)) | (c ^ (e &+ d2)) | (d ^ (e &+ d3)) == 0 else { break }
-                    e &+= d4
-                    k &+= 4
-                }
-                while k <= through {
-                    guard UInt64(littleEndian: bytes.loadUnaligned(fromByteOffset: k &* 8, as: UInt64.self)) == e else { return k }
-                    e &+= delta
-                    k &+= 1
-                }
-                return k
-            }
+            if let bytes, entryBytes == 8 { return scanEntries(bytes, from, through, expected, delta) }
             while k <= through {
                 guard entry(k) == e else { return k }
                 e &+= delta
@@ -764,3 +791,28 @@ struct WalkLeafGroup {
     }
 }
 
+/// The first index from `from` through `through` of the 8-byte entries at `bytes` whose entry
+/// is not `expected` plus `delta` per index after `from` (`through + 1` when all are). Reads
+/// each entry once, four per compare.
+@inlinable
+func scanEntries(_ bytes: UnsafeRawPointer, _ from: Int, _ through: Int, _ expected: UInt64, _ delta: UInt64) -> Int {
+    var k = from
+    var e = expected
+    let (d2, d3, d4) = (delta &* 2, delta &* 3, delta &* 4)
+    while k &+ 3 <= through {
+        let p = bytes + k &* 8
+        let a = UInt64(littleEndian: p.loadUnaligned(as: UInt64.self))
+        let b = UInt64(littleEndian: p.loadUnaligned(fromByteOffset: 8, as: UInt64.self))
+        let c = UInt64(littleEndian: p.loadUnaligned(fromByteOffset: 16, as: UInt64.self))
+        let d = UInt64(littleEndian: p.loadUnaligned(fromByteOffset: 24, as: UInt64.self))
+        guard (a ^ e) | (b ^ (e &+ delta)) | (c ^ (e &+ d2)) | (d ^ (e &+ d3)) == 0 else { break }
+        e &+= d4
+        k &+= 4
+    }
+    while k <= through {
+        guard UInt64(littleEndian: bytes.loadUnaligned(fromByteOffset: k &* 8, as: UInt64.self)) == e else { return k }
+        e &+= delta
+        k &+= 1
+    }
+    return k
+}

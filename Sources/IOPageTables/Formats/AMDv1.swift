@@ -30,7 +30,7 @@ public struct AMDv1: PageTableFormat {
     @inlinable public var topLevel: Int { levels - 1 }
     @inlinable public var entryBytes: Int { 8 }
     @inlinable public var inputExtension: InputExtension { .zero }
-    @inlinable public func itemShift(level: Int) -> Int { 12 + 9 * level }
+    @inlinable public func itemShift(level: Int) -> Int { 12 &+ 9 &* level }
     @inlinable public func indexBits(level: Int) -> Int { level == 5 ? 7 : 9 }
 
     @inlinable public func decode(_ e: UInt64, level: Int) -> DecodedEntry {

@@ -103,7 +103,7 @@ public struct ArmVMSAv8: PageTableFormat {
     @inlinable public var topLevel: Int { levels - 1 }
     @inlinable public var entryBytes: Int { 8 }
     @inlinable public var inputExtension: InputExtension { upperHalf ? .ones : .zero }
-    @inlinable public func itemShift(level: Int) -> Int { granule.rawValue + (granule.rawValue - 3) * level }
+    @inlinable public func itemShift(level: Int) -> Int { granule.rawValue &+ (granule.rawValue &- 3) &* level }
     @inlinable public func indexBits(level: Int) -> Int { level == topLevel ? topIndexBits : granule.rawValue - 3 }
 
     /// Levels (0 = last) that may hold a block.
@@ -218,7 +218,7 @@ public struct ArmVMSAv8: PageTableFormat {
     /// OA[47:g] up to the width (LPA2: OA[49:12], 64K LPA: OA[47:16]; the address bits kept
     /// elsewhere lie outside); pages and blocks, contiguous or not (each item holds its own
     /// output).
-    @inlinable public func leafRunField(level: Int) -> UInt64 {
+    @inlinable @inline(__always) public func leafRunField(level: Int) -> UInt64 {
         level <= topLevel ? bitField(runFieldTop, itemShift(level: level)) : 0
     }
 

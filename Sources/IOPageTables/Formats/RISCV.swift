@@ -45,7 +45,7 @@ public struct RISCVPageTable: PageTableFormat {
     @inlinable public var topLevel: Int { mode.rawValue - 1 }
     @inlinable public var entryBytes: Int { 8 }
     @inlinable public var inputExtension: InputExtension { stage == .first ? .signExtended : .zero }
-    @inlinable public func itemShift(level: Int) -> Int { 12 + 9 * level }
+    @inlinable public func itemShift(level: Int) -> Int { 12 &+ 9 &* level }
     @inlinable public func indexBits(level: Int) -> Int { stage == .second && level == topLevel ? 11 : 9 }
 
     @inlinable public func decode(_ e: UInt64, level: Int) -> DecodedEntry {

@@ -37,7 +37,7 @@ public struct VTdSecondStage: PageTableFormat {
     @inlinable public var topLevel: Int { levels - 1 }
     @inlinable public var entryBytes: Int { 8 }
     @inlinable public var inputExtension: InputExtension { .zero }
-    @inlinable public func itemShift(level: Int) -> Int { 12 + 9 * level }
+    @inlinable public func itemShift(level: Int) -> Int { 12 &+ 9 &* level }
     @inlinable public func indexBits(level: Int) -> Int { 9 }
 
     @inlinable func largeAllowed(_ level: Int) -> Bool { (level == 1 && supports2M) || (level == 2 && supports1G) }

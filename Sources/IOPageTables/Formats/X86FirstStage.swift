@@ -41,7 +41,7 @@ public struct X86FirstStage: PageTableFormat {
     @inlinable public var topLevel: Int { levels - 1 }
     @inlinable public var entryBytes: Int { 8 }
     @inlinable public var inputExtension: InputExtension { signExtended ? .signExtended : .zero }
-    @inlinable public func itemShift(level: Int) -> Int { 12 + 9 * level }
+    @inlinable public func itemShift(level: Int) -> Int { 12 &+ 9 &* level }
     @inlinable public func indexBits(level: Int) -> Int { 9 }
 
     @inlinable public func decode(_ e: UInt64, level: Int) -> DecodedEntry {
