@@ -154,8 +154,11 @@ func benchWalkRunsInline<F: PageTableFormat>(_ w: PageTableWalker<F, GuestMemory
     return sink
 }
 
-func benchmark<F: PageTableFormat>(_ name: String, _ format: F, leafShift: Int, gib: UInt64, runs: Int, readGBs: Double) throws {
+func benchmark<F: PageTableFormat>(_ name: String, _ format: F, leafShift: Int, gib: UInt64, runs: Int) throws {
     let table = try DenseTable(format, leafShift: leafShift, mapped: gib << 30)
+    // The read bandwidth just before this format's walks, so that a change of the machine's
+    // speed during the run (a shared host) moves both sides of each ratio.
+    let readGBs = bandwidth(bytes: 512 << 20, runs: 3).read
     let w = table.walker
     var stats = WalkStatistics()
     var extents = 0
@@ -170,7 +173,7 @@ func benchmark<F: PageTableFormat>(_ name: String, _ format: F, leafShift: Int, 
     let gbLeaves = entryBytes / tLeaves / 1e9
     print("\(name), \(gib) GiB of \(PageSize(shift: leafShift)) leaves: \(stats.leaves) leaves, \(stats.tablesVisited) tables, "
           + "\(fmt(entryBytes / 1048576)) MiB of entries; built in \(fmt(table.buildSeconds * 1000)) ms "
-          + "(\(fmt(Double(table.leaves) / table.buildSeconds / 1e6)) M leaves/s)")
+          + "(\(fmt(Double(table.leaves) / table.buildSeconds / 1e6)) M leaves/s); read bandwidth just before: \(fmt(readGBs, 2)) GB/s")
     print("    runs:   \(fmt(tRuns * 1000, 2)) ms  \(fmt(gbRuns, 2)) GB/s of entries = \(fmt(100 * gbRuns / readGBs)) % of read bandwidth  "
           + "\(fmt(tRuns / Double(stats.leaves) * 1e9, 2)) ns/leaf  (\(extents) run)")
     let gbCold = entryBytes / tCold / 1e9
@@ -265,9 +268,8 @@ func forEachFormat<V: FormatVisitor>(_ v: inout V) throws {
 
 struct Measure: FormatVisitor {
     var gib: UInt64
-    var readGBs: Double
     mutating func visit<F: PageTableFormat>(_ key: String, _ name: String, _ format: F, leafShift: Int) throws {
-        try benchmark(name, format, leafShift: leafShift, gib: gib, runs: gib == 1 ? 10 : 4, readGBs: readGBs)
+        try benchmark(name, format, leafShift: leafShift, gib: gib, runs: gib == 1 ? 10 : 4)
     }
 }
 
@@ -310,7 +312,7 @@ print("machine: \(machine()), \(sysconf(Int32(_SC_NPROCESSORS_ONLN))) CPUs onlin
 let bw = bandwidth(bytes: 512 << 20, runs: 5)
 print("memory bandwidth over 512 MiB: read \(fmt(bw.read, 2)) GB/s, memcpy \(fmt(bw.copy, 2)) GB/s (copied bytes; traffic is about twice)")
 for gib: UInt64 in quick ? [1] : [1, 16] {
-    var measure = Measure(gib: gib, readGBs: bw.read)
+    var measure = Measure(gib: gib)
     try forEachFormat(&measure)
 }
 hostile(stepping: false)
