@@ -418,7 +418,7 @@ public struct PageTableWalker<Format: PageTableFormat, Memory: GuestMemory> {
     /// (each entry the first plus one item, within the output field), hands it to `group` as
     /// ``walkTable`` would, with its accounting, and returns what `group` says; `nil`, having
     /// changed nothing, for anything else (``walkTable`` then walks the table).
-    @inlinable
+    @inlinable @inline(__always)
     func leafRun<E: Error>(_ table: UInt64, _ level: Int, _ tableBase: UInt64, _ first: UInt64, _ last: UInt64,
                            _ allows: Permissions, _ state: inout WalkState,
                            _ group: (WalkLeafGroup, inout WalkState) throws(E) -> WalkControl) throws(PageTableWalkError<E>) -> WalkControl? {

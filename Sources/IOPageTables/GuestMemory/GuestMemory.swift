@@ -177,7 +177,7 @@ public struct GuestMemoryView: HostBackedGuestMemory, @unchecked Sendable {
     }
 
     /// The bytes of `range` in place when it lies wholly inside one region (a binary search).
-    @inlinable
+    @inlinable @inline(__always)
     public func readableBytes(of range: GuestPhysicalRange) -> UnsafeRawPointer? {
         guard let length = range.length else { return nil }
         return pointer(range.first, size: length)
