@@ -354,6 +354,19 @@ struct FastPathTests {
         #expect(broken.isEmpty, "\(broken.prefix(3))")
     }
 
+    /// A range is one piece when the table translates all of it within one half of the space.
+    @Test func spanRangeIsOnePieceOrNone() throws {
+        let x86 = Formats.x86  // 48-bit sign-extended
+        #expect(x86.spanRange(of: try IOVARange(base: IOVA(0x1000), length: 0x2000))! == (0x1000, 0x2FFF))
+        let upper = try IOVARange(first: IOVA(0xFFFF_8000_0000_0000), last: IOVA(0xFFFF_8000_0000_0FFF))
+        #expect(x86.spanRange(of: upper)! == (0x8000_0000_0000, 0x8000_0000_0FFF))
+        #expect(x86.spanRange(of: try IOVARange(first: IOVA(0x7FFF_FFFF_F000), last: IOVA(0xFFFF_8000_0000_0FFF))) == nil)
+        #expect(x86.spanRange(of: .all) == nil)
+        let vtd = Formats.vtd4  // 48 bits from zero
+        #expect(vtd.spanRange(of: try IOVARange(first: IOVA(0xFFFF_FFFF_F000), last: IOVA(0x1_0000_0000_0FFF))) == nil)
+        #expect(vtd.spanRange(of: try IOVARange(first: IOVA(0), last: IOVA(0xFFFF_FFFF_FFFF)))! == (0, 0xFFFF_FFFF_FFFF))
+    }
+
     /// The check catches a field that reaches past the output width.
     @Test func aFieldPastTheWidthBreaksThePromise() throws {
         let wide = WideFieldVTd(base: try VTdSecondStage(levels: 4, outputBits: 39))

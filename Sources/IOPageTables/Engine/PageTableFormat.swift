@@ -87,7 +87,8 @@ public protocol PageTableFormat: Sendable, Hashable {
     /// differs from `e` only inside the field: `decode(e &+ k &* step)` is `L` with output
     /// `L.output + k << itemShift(level)` (the same size, permissions and replica kind). That
     /// holds when the decoder reads those bits only as the output address and the field stops
-    /// below the width. The format tests check the promise on random entries of every format.
+    /// below the width. The format tests check the promise on encoded leaves of every format and
+    /// on the same with random attribute bits flipped.
     func leafRunField(level: Int) -> UInt64
 
     /// A mask test for the common pointer to the next table at `level` (> 0): the walker's

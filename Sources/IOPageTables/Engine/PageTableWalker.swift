@@ -89,11 +89,13 @@ extension PageTableWalkError: Hashable where VisitorError: Hashable {}
 /// as a leaf, the walk scans the following entries for ones that each add one item to the
 /// previous without carrying out of the output field (``PageTableFormat/leafRunField(level:)``);
 /// by the format's promise each of them is the same leaf moved on, so none is decoded.
-/// Repeats of an empty entry are skipped the same way. A walk of a range inside one entry of the upper tables (an invalidation) goes
-/// down through plain table pointers without decoding them
-/// (``PageTableFormat/tablePointerTest(level:)``). Faults, budgets, leaves and statistics are
-/// exactly those of decoding every entry. ``visitRuns(_:_:)`` hands out such runs merged into maximal ``TranslationRun``s, one call
-/// per run instead of one per leaf.
+/// Repeats of an empty entry are skipped the same way. A walk of a range inside one entry of
+/// the upper tables (an invalidation) goes down through plain table pointers without decoding
+/// them (``PageTableFormat/tablePointerTest(level:)``) and, when the range's entries in the
+/// table it reaches are one such run, takes them without entering the table walk. Faults,
+/// budgets, leaves and statistics are exactly those of decoding every entry.
+/// ``visitRuns(_:_:)`` hands out such runs merged into maximal ``TranslationRun``s, one call per
+/// run instead of one per leaf.
 public struct PageTableWalker<Format: PageTableFormat, Memory: GuestMemory> {
     public var format: Format
     public var memory: Memory
