@@ -51,13 +51,19 @@ extension PhasePlan {
     /// Fills ``mappings`` from ``toMap`` (each extent lies in one region by construction).
     func resolveMappings() {
         mappings.removeAll(keepingCapacity: true)
-        for e in toMap {
-            let i = memory.regionIndex(containing: e.guestPhysical)!
-            let offset = e.guestPhysical.rawValue - memory.range(ofRegion: i).first.rawValue
-            mappings.append(MirrorMapping(iova: e.iova, guestPhysical: e.guestPhysical, host: memory.host(of: e.guestPhysical, inRegion: i),
-                                          file: memory.regions[i].file.map { MirrorFileBacking(descriptor: $0.descriptor, offset: $0.offset + offset) },
-                                          permissions: e.permissions))
-        }
+        for e in toMap { mappings.append(memory.mapping(of: e)) }
+    }
+}
+
+extension GuestRAM {
+    /// The host side of `e`, which lies in one region by construction: its host address and,
+    /// for a file-backed region, the file and offset (`IOMMU_IOAS_MAP_FILE`).
+    func mapping(of e: MirrorExtent, copySource: IOASID? = nil) -> MirrorMapping {
+        let i = regionIndex(containing: e.guestPhysical)!
+        let offset = e.guestPhysical.rawValue - range(ofRegion: i).first.rawValue
+        return MirrorMapping(iova: e.iova, guestPhysical: e.guestPhysical, host: host(of: e.guestPhysical, inRegion: i),
+                             file: regions[i].file.map { MirrorFileBacking(descriptor: $0.descriptor, offset: $0.offset + offset) },
+                             permissions: e.permissions, copySource: copySource)
     }
 }
 
@@ -271,14 +277,9 @@ final class Lane: @unchecked Sendable {
     /// source only where one in service holds exactly this area (the source is of the same
     /// iommufd, so in this lane).
     func mapping(_ e: MirrorExtent, on t: Int) -> MirrorMapping {
-        let memory = plan.memory
-        let i = memory.regionIndex(containing: e.guestPhysical)!
-        let offset = e.guestPhysical.rawValue - memory.range(ofRegion: i).first.rawValue
         var copySource: IOASID? = nil
         if let (s, ioas) = copySources[t], !quarantined[s], shadows[s].extent(containing: e.iova.first) == e { copySource = ioas }
-        return MirrorMapping(iova: e.iova, guestPhysical: e.guestPhysical, host: memory.host(of: e.guestPhysical, inRegion: i),
-                             file: memory.regions[i].file.map { MirrorFileBacking(descriptor: $0.descriptor, offset: $0.offset + offset) },
-                             permissions: e.permissions, copySource: copySource)
+        return plan.memory.mapping(of: e, copySource: copySource)
     }
 
     // MARK: Undo
