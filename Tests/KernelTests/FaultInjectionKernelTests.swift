@@ -198,16 +198,8 @@ struct FaultInjectionKernelTests {
         let fd = s.shared
         s.ram.retag()
         s.ram.clearTables()
-        let mockIOAS = try fd.iommufd.allocateIOAS()
-        let mock = try fd.iommufd.addMockDevice(to: PageTableID(mockIOAS))
-        let plainIOAS = try fd.iommufd.allocateIOAS()
-        let accessM = try fd.iommufd.createMockAccess(to: mockIOAS)
-        let accessP = try fd.iommufd.createMockAccess(to: plainIOAS)
-        let targets: [any MirrorTarget] = [
-            try IOASTarget(name: "mock", context: fd, ioas: mockIOAS, behaviour: s.behaviour),
-            try IOASTarget(name: "plain", context: fd, ioas: plainIOAS, behaviour: s.behaviour),
-            try PageTableTarget(name: "amdv1", format: try AMDv1(levels: 4)),
-        ]
+        let rig = try KernelRig(fd, behaviour: s.behaviour, second: "plain")
+        let targets = rig.targets
 
         // The starting state, the operation, and what the targets hold after it.
         var before: [Expected], after: [Expected], op: MirrorBatch
@@ -275,11 +267,9 @@ struct FaultInjectionKernelTests {
         if !complete { s.tally.typedErrors += 1 }
 
         /// The kernel against the engine (every IOAS target) and the expectation (those in service).
-        func check(_ expected: PageMap, _ label: String, _ engine: borrowing MirrorEngine,
-                   _ accessM: borrowing MockAccess, _ accessP: borrowing MockAccess) {
+        func check(_ expected: PageMap, _ label: String, _ engine: borrowing MirrorEngine, _ rig: borrowing KernelRig) {
             var checks = 0, unreadable: [String] = []
-            let views = [kernelView(fd.iommufd, accessM, window: window, ram: s.ram, hwpt: mock.hwpt, checks: &checks, problems: &unreadable),
-                         kernelView(fd.iommufd, accessP, window: window, ram: s.ram, hwpt: nil, checks: &checks, problems: &unreadable)]
+            let views = rig.views(fd.iommufd, window: window, ram: s.ram, checks: &checks, problems: &unreadable)
             s.tally.checks += checks
             s.tally.divergence(unreadable.map { "\(cls) n=\(nth ?? 0) \(label): \($0)" })
             for t in 0..<2 {
@@ -295,7 +285,7 @@ struct FaultInjectionKernelTests {
                 .map { "\(cls) n=\(nth ?? 0) \(label): invariant: \($0)" })
             s.tally.leak(pinProblems(fd.iommufd, ram: s.ram, mapped: [views[0]], checks: &s.tally.checks).map { "\(cls) n=\(nth ?? 0) \(label): \($0)" })
         }
-        check(pageMap(complete || policy == .quarantine ? after : before), "after the operation", engine, accessM, accessP)
+        check(pageMap(complete || policy == .quarantine ? after : before), "after the operation", engine, rig)
 
         // The next operation works: the same operation again where it was rolled back, then
         // one that empties the space.
@@ -304,22 +294,18 @@ struct FaultInjectionKernelTests {
             if !result.changes.allSatisfy({ $0.status == .applied || $0.status == .unchanged }) {
                 s.tally.divergence(["\(cls) n=\(nth ?? 0): the operation again, fault-free, did not apply: \(result.changes) \(result.targets)"])
             }
-            check(pageMap(after), "after the operation again", engine, accessM, accessP)
+            check(pageMap(after), "after the operation again", engine, rig)
         }
         engine.apply(cls.pageTable ? batch([.setRoot(emptyRoot)]) : batch([.unmap(iova: window.first, length: UInt64(32 * page))]), into: &result)
         if !result.changes.allSatisfy({ $0.status == .applied || $0.status == .unchanged }) {
             s.tally.divergence(["\(cls) n=\(nth ?? 0): emptying the space did not apply: \(result.changes)"])
         }
-        check([:], "after emptying the space", engine, accessM, accessP)
+        check([:], "after emptying the space", engine, rig)
 
         // Tear down: nothing may stay pinned, every object must go, the next id must be free.
         var leaks: [String] = []
         do {
-            try accessM.close()
-            try accessP.close()
-            try fd.iommufd.destroy(mock.id)
-            try fd.iommufd.destroy(mockIOAS)
-            try fd.iommufd.destroy(plainIOAS)
+            try rig.tearDown(fd.iommufd)
         } catch { leaks.append("\(cls) n=\(nth ?? 0): tear-down: \(error)") }
         leaks += teardownLeaks(s, "\(cls) n=\(nth ?? 0)")
         s.tally.leak(leaks)

@@ -213,3 +213,48 @@ func pinProblems(_ fd: borrowing IOMMUFDContext, ram: TaggedRAM, mapped: [PageMa
     }
     return out
 }
+
+/// The reliability tests' rig on the kernel: an IOAS with a mock device (a mock domain), a
+/// second IOAS (mapped directly, or filled by `IOMMU_IOAS_COPY` from the first), a mock access
+/// to each to read back what the kernel maps, and the engine's three targets: the two IOAS and
+/// a host AMD v1 table.
+struct KernelRig: ~Copyable {
+    let mockIOAS: IOASID
+    let mock: MockDevice
+    let secondIOAS: IOASID
+    let mockAccess: MockAccess
+    let secondAccess: MockAccess
+    let targets: [any MirrorTarget]
+
+    init(_ fd: SharedIOMMUFDContext, behaviour: KernelBehaviour, second name: String, fanOut: IOASTarget.FanOut = .map) throws {
+        let mockIOAS = try fd.iommufd.allocateIOAS()
+        let mock = try fd.iommufd.addMockDevice(to: PageTableID(mockIOAS))
+        let secondIOAS = try fd.iommufd.allocateIOAS()
+        let mockAccess = try fd.iommufd.createMockAccess(to: mockIOAS)
+        let secondAccess = try fd.iommufd.createMockAccess(to: secondIOAS)
+        targets = [
+            try IOASTarget(name: "mock", context: fd, ioas: mockIOAS, behaviour: behaviour),
+            try IOASTarget(name: name, context: fd, ioas: secondIOAS, behaviour: behaviour, fanOut: fanOut),
+            try PageTableTarget(name: "amdv1", format: try AMDv1(levels: 4)),
+        ]
+        (self.mockIOAS, self.mock, self.secondIOAS) = (mockIOAS, mock, secondIOAS)
+        self.mockAccess = mockAccess
+        self.secondAccess = secondAccess
+    }
+
+    /// What the kernel maps over `window` in the two IOAS, in target order (``kernelView``).
+    func views(_ fd: borrowing IOMMUFDContext, window: IOVARange, ram: TaggedRAM, checks: inout Int,
+               problems: inout [String]) -> [PageMap] {
+        [kernelView(fd, mockAccess, window: window, ram: ram, hwpt: mock.hwpt, checks: &checks, problems: &problems),
+         kernelView(fd, secondAccess, window: window, ram: ram, hwpt: nil, checks: &checks, problems: &problems)]
+    }
+
+    /// Closes both accesses, then destroys the mock device and both IOAS.
+    consuming func tearDown(_ fd: borrowing IOMMUFDContext) throws {
+        try mockAccess.close()
+        try secondAccess.close()
+        try fd.destroy(mock.id)
+        try fd.destroy(mockIOAS)
+        try fd.destroy(secondIOAS)
+    }
+}

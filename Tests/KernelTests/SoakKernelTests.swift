@@ -272,16 +272,8 @@ struct SoakKernelTests {
         let behaviour = try KernelBehaviour.probe(fd.iommufd)
         let ram = try TaggedRAM(pages0: 96, tablePages: 32, pages1: 64)
         var stream = try SoakStream<F>(seed: seed, base: base, ram: ram, format: format)
-        let mockIOAS = try fd.iommufd.allocateIOAS()
-        let mock = try fd.iommufd.addMockDevice(to: PageTableID(mockIOAS))
-        let copyIOAS = try fd.iommufd.allocateIOAS()
-        let accessM = try fd.iommufd.createMockAccess(to: mockIOAS)
-        let accessC = try fd.iommufd.createMockAccess(to: copyIOAS)
-        let targets: [any MirrorTarget] = [
-            try IOASTarget(name: "mock", context: fd, ioas: mockIOAS, behaviour: behaviour),
-            try IOASTarget(name: "copy", context: fd, ioas: copyIOAS, behaviour: behaviour, fanOut: .copy),
-            try PageTableTarget(name: "amdv1", format: try AMDv1(levels: 4)),
-        ]
+        let rig = try KernelRig(fd, behaviour: behaviour, second: "copy", fanOut: .copy)
+        let targets = rig.targets
         let mode: MirrorEngine.Mode = format.map { .pageTable($0, root: stream.tables[0].root) } ?? .requests
         var engine = try MirrorEngine(mode: mode, memory: try ram.ram(), targets: targets, configuration: .init(space: window))
         var batch = MirrorBatch()
@@ -299,8 +291,7 @@ struct SoakKernelTests {
             totals.checks += 1
             let expected = format == nil ? stream.requestView : stream.tableView
             var problems: [String] = []
-            let views = [kernelView(fd.iommufd, accessM, window: window, ram: ram, hwpt: mock.hwpt, checks: &totals.kernelChecks, problems: &problems),
-                         kernelView(fd.iommufd, accessC, window: window, ram: ram, hwpt: nil, checks: &totals.kernelChecks, problems: &problems)]
+            let views = rig.views(fd.iommufd, window: window, ram: ram, checks: &totals.kernelChecks, problems: &problems)
             for t in 0..<2 {
                 problems += differences(views[t], expected, "kernel", "reference").map { "\(targets[t].name): \($0)" }
                 problems += differences(views[t], pageMap(engine.targetShadows[t]), "kernel", "engine").map { "\(targets[t].name): \($0)" }
@@ -313,9 +304,7 @@ struct SoakKernelTests {
         let seconds = monotonicSeconds() - start
         totals.guestChanges = stream.guestChanges
         print("soak \(name) (seed \(seed)): \(b) batches, \(totals.guestChanges) guest changes, \(totals.engineChanges) engine changes, \(totals.checks) checks against the kernel (\(totals.kernelChecks) kernel calls), divergences \(totals.divergences), \(String(format2: seconds)) s, \(Int(Double(totals.guestChanges) / max(seconds, 1e-9))) guest changes/s")
-        try accessM.close()
-        try accessC.close()
-        try fd.iommufd.destroy(mock.id)
+        try rig.tearDown(fd.iommufd)
         return totals
     }
 
