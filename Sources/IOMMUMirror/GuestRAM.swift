@@ -132,7 +132,7 @@ public struct GuestRAM: GuestMemory, @unchecked Sendable {
 
     /// The bytes of `range` in place when it lies wholly inside one region, so the walker
     /// scans a guest table from one pointer.
-    @inlinable
+    @inlinable @inline(__always)
     public func readableBytes(of range: GuestPhysicalRange) -> UnsafeRawPointer? {
         guard let length = range.length else { return nil }
         return pointer(range.first, size: length)
