@@ -26,19 +26,35 @@ func runTool(_ arguments: [String], executable: String = iommuctl, directory: St
     let out = dir.appendingPathComponent("out"), err = dir.appendingPathComponent("err")
     _ = FileManager.default.createFile(atPath: out.path, contents: nil)
     _ = FileManager.default.createFile(atPath: err.path, contents: nil)
-    let p = Process()
-    p.executableURL = URL(fileURLWithPath: executable)
-    p.arguments = arguments
-    if let directory { p.currentDirectoryURL = URL(fileURLWithPath: directory) }
     var env = ProcessInfo.processInfo.environment
     env.removeValue(forKey: "IOMMUCTL_HARNESS")
     env.removeValue(forKey: "HIL_VM")
     for (k, v) in environment { env[k] = v }
-    p.environment = env
-    p.standardOutput = try FileHandle(forWritingTo: out)
-    p.standardError = try FileHandle(forWritingTo: err)
-    p.standardInput = FileHandle.nullDevice
-    try p.run()
+    // A freshly copied executable can fail with ETXTBSY while another test's child, forked in the
+    // moment the copy's write descriptor was open, has not yet exec'd: the kernel's rule, not the
+    // tool's. Such a launch never started, so it is tried again.
+    var attempt = 0
+    let p: Process
+    while true {
+        let candidate = Process()
+        candidate.executableURL = URL(fileURLWithPath: executable)
+        candidate.arguments = arguments
+        if let directory { candidate.currentDirectoryURL = URL(fileURLWithPath: directory) }
+        candidate.environment = env
+        candidate.standardOutput = try FileHandle(forWritingTo: out)
+        candidate.standardError = try FileHandle(forWritingTo: err)
+        candidate.standardInput = FileHandle.nullDevice
+        do {
+            try candidate.run()
+            p = candidate
+            break
+        } catch let error as NSError {
+            let posix = error.userInfo[NSUnderlyingErrorKey] as? NSError
+            guard posix?.domain == NSPOSIXErrorDomain, posix?.code == Int(ETXTBSY), attempt < 50 else { throw error }
+            attempt += 1
+            usleep(20_000)
+        }
+    }
     p.waitUntilExit()
     return Run(status: p.terminationStatus, stdout: try String(contentsOf: out, encoding: .utf8),
                stderr: try String(contentsOf: err, encoding: .utf8))
@@ -110,6 +126,22 @@ func runTool(_ arguments: [String], executable: String = iommuctl, directory: St
         #expect(r.stderr.contains("IOMMUCTL_HARNESS"))
         let wrong = try runTool(["probe", "--vm"], executable: copy, directory: "/", environment: ["IOMMUCTL_HARNESS": "/nowhere"])
         #expect(wrong.status == 69 && wrong.stderr.contains("/nowhere/run-in-vm.sh is not an executable file"))
+    }
+
+    @Test func aLaunchRefusedWithETXTBSYIsTriedAgain() throws {
+        // The race runTool's retry is for, made on purpose: a writer holds the copy open while
+        // the first launches are tried, and lets go 100 ms later.
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("iommuctl-busy-\(UUID())")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let copy = dir.appendingPathComponent("iommuctl").path
+        try FileManager.default.copyItem(atPath: iommuctl, toPath: copy)
+        let writer = open(copy, O_WRONLY | O_CLOEXEC)
+        try #require(writer >= 0)
+        let released = Thread { usleep(100_000); close(writer) }
+        released.start()
+        let r = try runTool(["--version"], executable: copy)
+        #expect(r.status == 0 && r.stdout == "0.1.0\n")
     }
 
     @Test func helpVersionAndCompletion() throws {
