@@ -60,6 +60,15 @@ func runTool(_ arguments: [String], executable: String = iommuctl, directory: St
                stderr: try String(contentsOf: err, encoding: .utf8))
 }
 
+/// A copy of the built tool in a new temporary folder (the caller removes the folder).
+func copyOfTool(_ tag: String) throws -> (folder: URL, path: String) {
+    let dir = FileManager.default.temporaryDirectory.appendingPathComponent("iommuctl-\(tag)-\(UUID())")
+    try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+    let copy = dir.appendingPathComponent("iommuctl").path
+    try FileManager.default.copyItem(atPath: iommuctl, toPath: copy)
+    return (dir, copy)
+}
+
 @Suite struct CommandLineTests {
     init() throws {
         try #require(FileManager.default.isExecutableFile(atPath: iommuctl), "build iommuctl first (swift build): \(iommuctl)")
@@ -115,11 +124,8 @@ func runTool(_ arguments: [String], executable: String = iommuctl, directory: St
 
     @Test func vmWithoutAHarnessSaysWhereItLooked() throws {
         // A copy of the tool outside any checkout, run from /.
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("iommuctl-alone-\(UUID())")
-        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        let (dir, copy) = try copyOfTool("alone")
         defer { try? FileManager.default.removeItem(at: dir) }
-        let copy = dir.appendingPathComponent("iommuctl").path
-        try FileManager.default.copyItem(atPath: iommuctl, toPath: copy)
         let r = try runTool(["probe", "--vm"], executable: copy, directory: "/")
         #expect(r.status == 69)
         #expect(r.stderr.contains("--vm: cannot find Harness/run-in-vm.sh in any directory above \(dir.path)"), "\(r.stderr)")
@@ -131,11 +137,8 @@ func runTool(_ arguments: [String], executable: String = iommuctl, directory: St
     @Test func aLaunchRefusedWithETXTBSYIsTriedAgain() throws {
         // The race runTool's retry is for, made on purpose: a writer holds the copy open while
         // the first launches are tried, and lets go 100 ms later.
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("iommuctl-busy-\(UUID())")
-        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        let (dir, copy) = try copyOfTool("busy")
         defer { try? FileManager.default.removeItem(at: dir) }
-        let copy = dir.appendingPathComponent("iommuctl").path
-        try FileManager.default.copyItem(atPath: iommuctl, toPath: copy)
         let writer = open(copy, O_WRONLY | O_CLOEXEC)
         try #require(writer >= 0)
         let released = Thread { usleep(100_000); close(writer) }
