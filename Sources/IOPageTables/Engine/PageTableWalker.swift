@@ -258,33 +258,81 @@ public struct PageTableWalker<Format: PageTableFormat, Memory: GuestMemory> {
     @inlinable
     func run<E: Error>(_ range: IOVARange, skip: Bool, onFault: (PageTableFault) throws(E) -> WalkControl,
                        visit: (LeafExtent) throws(E) -> WalkControl) throws(PageTableWalkError<E>) -> WalkStatistics {
-        var sink = LeafSink()
-        return try runGroups(range, skip: skip, onFault: onFault, sink: &sink, visit: visit)
+        return try runGroups(range, skip: skip, onFault: onFault, group: { (g: WalkLeafGroup, state: inout WalkState) throws(E) -> WalkControl in
+            let size = UInt64(1) << UInt64(g.leafShift)
+            let pageSize = PageSize(shift: g.leafShift)
+            var input = g.inputFirst
+            var output = g.output
+            var charge = g.firstCharge
+            for _ in 0..<g.count {
+                state.entriesLeft -= charge
+                state.stats.entriesRead += charge
+                state.stats.leaves += 1
+                charge = g.entriesPerLeaf
+                let control = try visit(LeafExtent(inputFirst: IOVA(input), inputLast: IOVA(input &+ (size &- 1)),
+                                                   output: GuestPhysicalAddress(output), size: pageSize,
+                                                   permissions: g.permissions, level: g.level))
+                if control == .stop { return .stop }
+                input &+= size
+                output &+= size
+            }
+            return .continue
+        }, flush: { () throws(E) -> WalkControl in .continue })
     }
 
     /// The walk with one visit per maximal run (``TranslationRun/coalescing(_:)``'s rule).
     @inlinable
     func runMerged<E: Error>(_ range: IOVARange, skip: Bool, onFault: (PageTableFault) throws(E) -> WalkControl,
                              visit: (TranslationRun) throws(E) -> WalkControl) throws(PageTableWalkError<E>) -> WalkStatistics {
-        var sink = RunSink()
-        return try runGroups(range, skip: skip, onFault: onFault, sink: &sink, visit: visit)
+        var pending = false
+        var first: UInt64 = 0
+        var last: UInt64 = 0
+        var output: UInt64 = 0
+        var permissions: Permissions = []
+        return try runGroups(range, skip: skip, onFault: onFault, group: { (g: WalkLeafGroup, state: inout WalkState) throws(E) -> WalkControl in
+            let entries = g.firstCharge + (g.count - 1) * g.entriesPerLeaf
+            state.entriesLeft -= entries
+            state.stats.entriesRead += entries
+            state.stats.leaves += g.count
+            let gFirst = g.inputFirst
+            let gLast = g.inputFirst &+ ((UInt64(g.count) << UInt64(g.leafShift)) &- 1)
+            if pending, permissions == g.permissions, last != .max, last &+ 1 == gFirst,
+               g.output &- output == gFirst &- first, g.output > output {
+                last = gLast
+                return .continue
+            }
+            var control = WalkControl.continue
+            if pending {
+                control = try visit(TranslationRun(input: try! IOVARange(first: IOVA(first), last: IOVA(last)),
+                                                   output: GuestPhysicalAddress(output), permissions: permissions))
+            }
+            pending = true
+            (first, last, output, permissions) = (gFirst, gLast, g.output, g.permissions)
+            return control
+        }, flush: { () throws(E) -> WalkControl in
+            guard pending else { return .continue }
+            pending = false
+            return try visit(TranslationRun(input: try! IOVARange(first: IOVA(first), last: IOVA(last)),
+                                            output: GuestPhysicalAddress(output), permissions: permissions))
+        })
     }
 
-    /// The walk itself: hands each group of leaves to `sink`, which visits them, and flushes
-    /// it before every fault it reports and at the end.
+    /// The walk itself: hands each group of leaves to `group` and calls `flush` before every
+    /// fault it reports and at the end.
     @inlinable
-    func runGroups<S: WalkSink, E: Error>(_ range: IOVARange, skip: Bool, onFault: (PageTableFault) throws(E) -> WalkControl,
-                                          sink: inout S, visit: (S.Item) throws(E) -> WalkControl) throws(PageTableWalkError<E>) -> WalkStatistics {
+    func runGroups<E: Error>(_ range: IOVARange, skip: Bool, onFault: (PageTableFault) throws(E) -> WalkControl,
+                             group: (WalkLeafGroup, inout WalkState) throws(E) -> WalkControl,
+                             flush: () throws(E) -> WalkControl) throws(PageTableWalkError<E>) -> WalkStatistics {
         var state = WalkState(entriesLeft: budget.maxEntries, tablesLeft: budget.maxTables)
         let top = format.topLevel
         if root.rawValue & UInt64(format.tableBytes(level: top) - 1) != 0 {
-            _ = try report(.misalignedTable, top, root.rawValue, 0, 0, format.inputAddress(ofSpan: 0), &state, skip, onFault, &sink, visit)
+            _ = try report(.misalignedTable, top, root.rawValue, 0, 0, format.inputAddress(ofSpan: 0), &state, skip, onFault, flush)
             return state.stats
         }
         /// Walks the span addresses `first...last` (within one half); `false` when the walk stops.
-        @inline(__always) func piece(_ first: UInt64, _ last: UInt64, _ state: inout WalkState) throws(PageTableWalkError<E>) -> Bool {
+        func piece(_ first: UInt64, _ last: UInt64, _ state: inout WalkState) throws(PageTableWalkError<E>) -> Bool {
             guard state.tablesLeft > 0 else {
-                _ = try exhausted(top, root.rawValue, 0, 0, format.inputAddress(ofSpan: first), state, &sink, visit)
+                _ = try exhausted(top, root.rawValue, 0, 0, format.inputAddress(ofSpan: first), state, flush)
                 return false
             }
             state.tablesLeft &-= 1
@@ -295,10 +343,10 @@ public struct PageTableWalker<Format: PageTableFormat, Memory: GuestMemory> {
             var (table, level, tableBase, allows) = (root.rawValue, top, UInt64(0), Permissions.all)
             if runFastPath {
                 descend(first, last, &table, &level, &tableBase, &allows, &state)
-                if let control = try leafRun(table, level, tableBase, first, last, allows, &state, &sink, visit) { return control == .continue }
+                if let control = try leafRun(table, level, tableBase, first, last, allows, &state, group) { return control == .continue }
             }
             return try walkTable(table, level: level, tableBase: tableBase, first: first, last: last, allows: allows,
-                                 &state, skip, onFault, &sink, visit) == .continue
+                                 &state, skip, onFault, group, flush) == .continue
         }
         if let (first, last) = format.spanRange(of: range) {
             // The common case: a range the table translates whole, in one piece.
@@ -315,7 +363,7 @@ public struct PageTableWalker<Format: PageTableFormat, Memory: GuestMemory> {
                 guard try piece(first, last, &state) else { return state.stats }
             }
         }
-        do { _ = try sink.flush(visit) } catch { throw .visitor(error) }
+        do { _ = try flush() } catch { throw .visitor(error) }
         return state.stats
     }
 
@@ -369,13 +417,13 @@ public struct PageTableWalker<Format: PageTableFormat, Memory: GuestMemory> {
     }
 
     /// The end of the descent: when `first...last` in `table` is one run of one-item leaves
-    /// (each entry the first plus one item, within the output field), hands it to `sink` as
-    /// ``walkTable`` would, with its accounting, and returns what the sink says; `nil`, having
+    /// (each entry the first plus one item, within the output field), hands it to `group` as
+    /// ``walkTable`` would, with its accounting, and returns what `group` says; `nil`, having
     /// changed nothing, for anything else (``walkTable`` then walks the table).
     @inlinable @inline(__always)
-    func leafRun<S: WalkSink, E: Error>(_ table: UInt64, _ level: Int, _ tableBase: UInt64, _ first: UInt64, _ last: UInt64,
+    func leafRun<E: Error>(_ table: UInt64, _ level: Int, _ tableBase: UInt64, _ first: UInt64, _ last: UInt64,
                            _ allows: Permissions, _ state: inout WalkState,
-                           _ sink: inout S, _ visit: (S.Item) throws(E) -> WalkControl) throws(PageTableWalkError<E>) -> WalkControl? {
+                           _ group: (WalkLeafGroup, inout WalkState) throws(E) -> WalkControl) throws(PageTableWalkError<E>) -> WalkControl? {
         // Shifts and sizes below are those of a valid format (< 64 bits, tables < 2^63 bytes).
         let field = format.leafRunField(level: level)
         guard field != 0, format.entryBytes == 8 else { return nil }
@@ -401,7 +449,7 @@ public struct PageTableWalker<Format: PageTableFormat, Memory: GuestMemory> {
                               inputFirst: format.inputAddress(ofSpan: tableBase &+ (UInt64(truncatingIfNeeded: i) &<< shiftBits)).rawValue,
                               leafShift: shift, count: end &- i &+ 1, output: leaf.output, permissions: leaf.permissions.intersection(allows),
                               level: level, firstCharge: 0, entriesPerLeaf: 1)
-        do { return try sink.take(g, &state, visit) } catch { throw .visitor(error) }
+        do { return try group(g, &state) } catch { throw .visitor(error) }
     }
 
     @inlinable @inline(__always)
@@ -420,22 +468,22 @@ public struct PageTableWalker<Format: PageTableFormat, Memory: GuestMemory> {
     /// Hands out the pending run, then throws the budget fault (or stops, if the visitor
     /// stops at that run).
     @inlinable
-    func exhausted<S: WalkSink, E: Error>(_ level: Int, _ table: UInt64, _ index: Int, _ entry: UInt64, _ input: IOVA, _ state: WalkState,
-                             _ sink: inout S, _ visit: (S.Item) throws(E) -> WalkControl) throws(PageTableWalkError<E>) -> WalkControl {
-        do { if try sink.flush(visit) == .stop { return .stop } } catch { throw .visitor(error) }
+    func exhausted<E: Error>(_ level: Int, _ table: UInt64, _ index: Int, _ entry: UInt64, _ input: IOVA, _ state: WalkState,
+                             _ flush: () throws(E) -> WalkControl) throws(PageTableWalkError<E>) -> WalkControl {
+        do { if try flush() == .stop { return .stop } } catch { throw .visitor(error) }
         throw .fault(budgetFault(level, table, index, entry, input, state))
     }
 
     /// Hands out the pending run, then throws the fault (not skipping), or hands it to
     /// `onFault` and returns what it says.
     @inlinable
-    func report<S: WalkSink, E: Error>(_ reason: PageTableFault.Reason, _ level: Int, _ table: UInt64, _ index: Int, _ entry: UInt64,
+    func report<E: Error>(_ reason: PageTableFault.Reason, _ level: Int, _ table: UInt64, _ index: Int, _ entry: UInt64,
                           _ input: IOVA, _ state: inout WalkState, _ skip: Bool,
                           _ onFault: (PageTableFault) throws(E) -> WalkControl,
-                          _ sink: inout S, _ visit: (S.Item) throws(E) -> WalkControl) throws(PageTableWalkError<E>) -> WalkControl {
+                          _ flush: () throws(E) -> WalkControl) throws(PageTableWalkError<E>) -> WalkControl {
         let fault = PageTableFault(reason: reason, level: level, table: GuestPhysicalAddress(table), index: index, entry: entry,
                                    input: input)
-        do { if try sink.flush(visit) == .stop { return .stop } } catch { throw .visitor(error) }
+        do { if try flush() == .stop { return .stop } } catch { throw .visitor(error) }
         guard skip else { throw .fault(fault) }
         state.stats.faultsSkipped += 1
         do { return try onFault(fault) } catch { throw .visitor(error) }
@@ -445,25 +493,26 @@ public struct PageTableWalker<Format: PageTableFormat, Memory: GuestMemory> {
     /// promises (level, alignment, loops, budget) and walks the part of `first...last` it
     /// translates. Kept out of ``walkTable`` so that the leaf path there stays lean.
     @inlinable @inline(never)
-    func enterTable<S: WalkSink, E: Error>(_ next: UInt64, _ nextLevel: Int, _ nextAllows: Permissions, from table: UInt64, level: Int, index k: Int,
+    func enterTable<E: Error>(_ next: UInt64, _ nextLevel: Int, _ nextAllows: Permissions, from table: UInt64, level: Int, index k: Int,
                               _ raw: UInt64, tableBase: UInt64, first: UInt64, last: UInt64, allows: Permissions,
                               _ state: inout WalkState, _ skip: Bool, _ onFault: (PageTableFault) throws(E) -> WalkControl,
-                              _ sink: inout S, _ visit: (S.Item) throws(E) -> WalkControl) throws(PageTableWalkError<E>) -> WalkControl {
+                              _ group: (WalkLeafGroup, inout WalkState) throws(E) -> WalkControl,
+                              _ flush: () throws(E) -> WalkControl) throws(PageTableWalkError<E>) -> WalkControl {
         let entryBase = tableBase &+ (UInt64(truncatingIfNeeded: k) &<< UInt64(truncatingIfNeeded: format.itemShift(level: level)))
         let input = format.inputAddress(ofSpan: entryBase)
         guard nextLevel >= 0, nextLevel < level else {
-            return try report(.invalidNextLevel, level, table, k, raw, input, &state, skip, onFault, &sink, visit)
+            return try report(.invalidNextLevel, level, table, k, raw, input, &state, skip, onFault, flush)
         }
         let nextBytes = UInt64(format.tableBytes(level: nextLevel))
         guard next & (nextBytes - 1) == 0 else {
-            return try report(.misalignedTable, level, table, k, raw, input, &state, skip, onFault, &sink, visit)
+            return try report(.misalignedTable, level, table, k, raw, input, &state, skip, onFault, flush)
         }
         // Aligned to its power-of-two size, the next table cannot wrap past 2^64.
         let nextLast = next &+ (nextBytes - 1)
         for d in 0..<state.depth where next <= state.pathLast[d] && state.pathFirst[d] <= nextLast {
-            return try report(.loop, level, table, k, raw, input, &state, skip, onFault, &sink, visit)
+            return try report(.loop, level, table, k, raw, input, &state, skip, onFault, flush)
         }
-        guard state.tablesLeft > 0 else { return try exhausted(level, table, k, raw, input, state, &sink, visit) }
+        guard state.tablesLeft > 0 else { return try exhausted(level, table, k, raw, input, state, flush) }
         state.tablesLeft -= 1
         state.stats.tablesVisited += 1
         // With level skipping (AMD v1) the child covers only the low part of the entry.
@@ -475,15 +524,16 @@ public struct PageTableWalker<Format: PageTableFormat, Memory: GuestMemory> {
         state.pathLast[state.depth] = nextLast
         state.depth += 1
         let control = try walkTable(next, level: nextLevel, tableBase: entryBase, first: lo, last: hi,
-                                    allows: allows.intersection(nextAllows), &state, skip, onFault, &sink, visit)
+                                    allows: allows.intersection(nextAllows), &state, skip, onFault, group, flush)
         state.depth -= 1
         return control
     }
 
     @inlinable
-    func walkTable<S: WalkSink, E: Error>(_ table: UInt64, level: Int, tableBase: UInt64, first: UInt64, last: UInt64, allows: Permissions,
+    func walkTable<E: Error>(_ table: UInt64, level: Int, tableBase: UInt64, first: UInt64, last: UInt64, allows: Permissions,
                              _ state: inout WalkState, _ skip: Bool, _ onFault: (PageTableFault) throws(E) -> WalkControl,
-                             _ sink: inout S, _ visit: (S.Item) throws(E) -> WalkControl) throws(PageTableWalkError<E>) -> WalkControl {
+                             _ group: (WalkLeafGroup, inout WalkState) throws(E) -> WalkControl,
+                             _ flush: () throws(E) -> WalkControl) throws(PageTableWalkError<E>) -> WalkControl {
         // Shifts below are those of a valid format (item shifts < 64).
         let shift = format.itemShift(level: level)
         let shiftBits = UInt64(truncatingIfNeeded: shift)
@@ -498,12 +548,12 @@ public struct PageTableWalker<Format: PageTableFormat, Memory: GuestMemory> {
         // The whole table must be guest memory before any entry of it is read.
         let tableBytes = UInt64(format.tableBytes(level: level))
         let (tableLast, wraps) = table.addingReportingOverflow(tableBytes - 1)
-        guard !wraps else { return try report(.outsideGuestMemory, level, table, i, 0, input(i), &state, skip, onFault, &sink, visit) }
+        guard !wraps else { return try report(.outsideGuestMemory, level, table, i, 0, input(i), &state, skip, onFault, flush) }
         let tableRange = try! GuestPhysicalRange(first: GuestPhysicalAddress(table), last: GuestPhysicalAddress(tableLast))
         // The fast path reads the table in place when the memory offers it.
         let bytes = runFastPath ? memory.readableBytes(of: tableRange) : nil
         guard bytes != nil || memory.contains(tableRange) else {
-            return try report(.outsideGuestMemory, level, table, i, 0, input(i), &state, skip, onFault, &sink, visit)
+            return try report(.outsideGuestMemory, level, table, i, 0, input(i), &state, skip, onFault, flush)
         }
         let field = runFastPath ? format.leafRunField(level: level) : 0
         let step = field & (0 &- field)
@@ -531,12 +581,12 @@ public struct PageTableWalker<Format: PageTableFormat, Memory: GuestMemory> {
         }
 
         while i <= endIndex {
-            guard state.entriesLeft > 0 else { return try exhausted(level, table, i, 0, input(i), state, &sink, visit) }
+            guard state.entriesLeft > 0 else { return try exhausted(level, table, i, 0, input(i), state, flush) }
             state.entriesLeft -= 1
             state.stats.entriesRead += 1
             guard let raw = entry(i) else {
                 // The memory shrank under the walk: refuse the rest of the table.
-                return try report(.outsideGuestMemory, level, table, i, 0, input(i), &state, skip, onFault, &sink, visit)
+                return try report(.outsideGuestMemory, level, table, i, 0, input(i), &state, skip, onFault, flush)
             }
             switch format.decode(raw, level: level) {
             case .empty:
@@ -550,18 +600,18 @@ public struct PageTableWalker<Format: PageTableFormat, Memory: GuestMemory> {
                     i = next
                 }
             case .fault(let reason):
-                if try report(reason, level, table, i, raw, input(i), &state, skip, onFault, &sink, visit) == .stop { return .stop }
+                if try report(reason, level, table, i, raw, input(i), &state, skip, onFault, flush) == .stop { return .stop }
                 i += 1
             case .table(let next, let nextLevel, let nextAllows):
                 i += 1
                 if try enterTable(next.rawValue, nextLevel, nextAllows, from: table, level: level, index: i - 1, raw, tableBase: tableBase,
-                                  first: first, last: last, allows: allows, &state, skip, onFault, &sink, visit) == .stop {
+                                  first: first, last: last, allows: allows, &state, skip, onFault, group, flush) == .stop {
                     return .stop
                 }
             case .leaf(let leaf):
                 let runShift = leaf.sizeShift - shift
                 guard runShift >= 0, runShift <= min(indexBits, Self.maxRunLog2), leaf.sizeShift < 64 else {
-                    if try report(.invalidPageSizeEncoding, level, table, i, raw, input(i), &state, skip, onFault, &sink, visit) == .stop { return .stop }
+                    if try report(.invalidPageSizeEncoding, level, table, i, raw, input(i), &state, skip, onFault, flush) == .stop { return .stop }
                     i += 1
                     continue
                 }
@@ -572,12 +622,12 @@ public struct PageTableWalker<Format: PageTableFormat, Memory: GuestMemory> {
                 // A member whose run is misaligned or too wide is bad itself; its neighbours are
                 // judged on their own.
                 guard base & lowMask(leaf.sizeShift) == 0 else {
-                    if try report(.misalignedOutput, level, table, i, raw, input(i), &state, skip, onFault, &sink, visit) == .stop { return .stop }
+                    if try report(.misalignedOutput, level, table, i, raw, input(i), &state, skip, onFault, flush) == .stop { return .stop }
                     i += 1
                     continue
                 }
                 guard (base | lowMask(leaf.sizeShift)) <= lowMask(format.outputBits) else {
-                    if try report(.outputBeyondWidth, level, table, i, raw, input(i), &state, skip, onFault, &sink, visit) == .stop { return .stop }
+                    if try report(.outputBeyondWidth, level, table, i, raw, input(i), &state, skip, onFault, flush) == .stop { return .stop }
                     i += 1
                     continue
                 }
@@ -596,7 +646,7 @@ public struct PageTableWalker<Format: PageTableFormat, Memory: GuestMemory> {
                                           output: base, permissions: leaf.permissions.intersection(allows), level: level,
                                           firstCharge: count - 1, entriesPerLeaf: count)
                         let control: WalkControl
-                        do { control = try sink.take(g, &state, visit) } catch { throw .visitor(error) }
+                        do { control = try group(g, &state) } catch { throw .visitor(error) }
                         if control == .stop { return .stop }
                         i += leaves << runShift
                         continue
@@ -608,11 +658,11 @@ public struct PageTableWalker<Format: PageTableFormat, Memory: GuestMemory> {
                     var agreeing = 1
                     var disagreeing = InlineArray<4, UInt64>(repeating: 0)
                     for k in runStart..<runEnd where k != i {
-                        guard state.entriesLeft > 0 else { return try exhausted(level, table, k, 0, input(k), state, &sink, visit) }
+                        guard state.entriesLeft > 0 else { return try exhausted(level, table, k, 0, input(k), state, flush) }
                         state.entriesLeft -= 1
                         state.stats.entriesRead += 1
                         guard let other = entry(k) else {
-                            return try report(.outsideGuestMemory, level, table, k, 0, input(k), &state, skip, onFault, &sink, visit)
+                            return try report(.outsideGuestMemory, level, table, k, 0, input(k), &state, skip, onFault, flush)
                         }
                         let expected = leaf.replicasShareOutput ? base : base &+ (UInt64(truncatingIfNeeded: k &- runStart) &<< shiftBits)
                         if case .leaf(let o) = format.decode(other, level: level), o.sizeShift == leaf.sizeShift,
@@ -645,20 +695,20 @@ public struct PageTableWalker<Format: PageTableFormat, Memory: GuestMemory> {
                                 }
                                 named = true
                                 if try report(.inconsistentContiguousRun, level, table, k, other, input(k), &state, skip, onFault,
-                                              &sink, visit) == .stop {
+                                              flush) == .stop {
                                     return .stop
                                 }
                             }
                             if !named,
                                try report(.inconsistentContiguousRun, level, table, i, raw, input(i), &state, skip, onFault,
-                                          &sink, visit) == .stop {
+                                          flush) == .stop {
                                 return .stop
                             }
                             i = runEnd
                         } else {
                             // A lone or minority claim: this entry is the bad one.
                             if try report(.inconsistentContiguousRun, level, table, i, raw, input(i), &state, skip, onFault,
-                                          &sink, visit) == .stop {
+                                          flush) == .stop {
                                 return .stop
                             }
                             i += 1
@@ -668,10 +718,10 @@ public struct PageTableWalker<Format: PageTableFormat, Memory: GuestMemory> {
                 }
                 let control: WalkControl
                 do {
-                    control = try sink.take(WalkLeafGroup(spanFirst: tableBase &+ (UInt64(truncatingIfNeeded: runStart) &<< shiftBits),
-                                                          inputFirst: input(runStart).rawValue, leafShift: leaf.sizeShift,
-                                                          count: 1, output: base, permissions: leaf.permissions.intersection(allows),
-                                                          level: level, firstCharge: 0, entriesPerLeaf: count), &state, visit)
+                    control = try group(WalkLeafGroup(spanFirst: tableBase &+ (UInt64(truncatingIfNeeded: runStart) &<< shiftBits),
+                                                      inputFirst: input(runStart).rawValue, leafShift: leaf.sizeShift,
+                                                  count: 1, output: base, permissions: leaf.permissions.intersection(allows),
+                                                  level: level, firstCharge: 0, entriesPerLeaf: count), &state)
                 } catch {
                     throw .visitor(error)
                 }
@@ -711,7 +761,7 @@ struct WalkState {
 
 /// `count` consecutive leaves of one table, size and permissions whose inputs and outputs
 /// both continue: one leaf of the entry-by-entry path, or a run the fast path took. The
-/// group's sink charges its entries to the budget as it hands the leaves out.
+/// group's consumer charges its entries to the budget as it hands the leaves out.
 @usableFromInline
 struct WalkLeafGroup {
     @usableFromInline var spanFirst: UInt64
@@ -740,92 +790,6 @@ struct WalkLeafGroup {
         self.level = level
         self.firstCharge = firstCharge
         self.entriesPerLeaf = entriesPerLeaf
-    }
-}
-
-/// Where a walk's groups of leaves go: to a visitor one leaf at a time, or merged into runs.
-/// A protocol rather than closures, so that a specialized walk calls its sink directly; only
-/// the visitor is called through a closure, once per item.
-@usableFromInline
-protocol WalkSink {
-    associatedtype Item
-    /// Charges `g`'s entries and leaves to `state` and visits what is complete.
-    mutating func take<E: Error>(_ g: WalkLeafGroup, _ state: inout WalkState,
-                                 _ visit: (Item) throws(E) -> WalkControl) throws(E) -> WalkControl
-    /// Visits what is pending: before a fault is reported, and at the end.
-    mutating func flush<E: Error>(_ visit: (Item) throws(E) -> WalkControl) throws(E) -> WalkControl
-}
-
-/// One visit per leaf.
-@usableFromInline
-struct LeafSink: WalkSink {
-    @inlinable init() {}
-
-    @inlinable
-    func take<E: Error>(_ g: WalkLeafGroup, _ state: inout WalkState,
-                        _ visit: (LeafExtent) throws(E) -> WalkControl) throws(E) -> WalkControl {
-        let size = UInt64(1) << UInt64(g.leafShift)
-        let pageSize = PageSize(shift: g.leafShift)
-        var input = g.inputFirst
-        var output = g.output
-        var charge = g.firstCharge
-        for _ in 0..<g.count {
-            state.entriesLeft -= charge
-            state.stats.entriesRead += charge
-            state.stats.leaves += 1
-            charge = g.entriesPerLeaf
-            let control = try visit(LeafExtent(inputFirst: IOVA(input), inputLast: IOVA(input &+ (size &- 1)),
-                                               output: GuestPhysicalAddress(output), size: pageSize,
-                                               permissions: g.permissions, level: g.level))
-            if control == .stop { return .stop }
-            input &+= size
-            output &+= size
-        }
-        return .continue
-    }
-
-    @inlinable
-    func flush<E: Error>(_ visit: (LeafExtent) throws(E) -> WalkControl) throws(E) -> WalkControl { .continue }
-}
-
-/// One visit per maximal run (``TranslationRun/coalescing(_:)``'s rule): a group extends the
-/// pending run when its inputs and outputs continue it with the same permissions.
-@usableFromInline
-struct RunSink: WalkSink {
-    @usableFromInline var pending = false
-    @usableFromInline var first: UInt64 = 0
-    @usableFromInline var last: UInt64 = 0
-    @usableFromInline var output: UInt64 = 0
-    @usableFromInline var permissions: Permissions = []
-
-    @inlinable init() {}
-
-    @inlinable @inline(__always)
-    mutating func take<E: Error>(_ g: WalkLeafGroup, _ state: inout WalkState,
-                                 _ visit: (TranslationRun) throws(E) -> WalkControl) throws(E) -> WalkControl {
-        let entries = g.firstCharge + (g.count - 1) * g.entriesPerLeaf
-        state.entriesLeft -= entries
-        state.stats.entriesRead += entries
-        state.stats.leaves += g.count
-        let gFirst = g.inputFirst
-        let gLast = g.inputFirst &+ ((UInt64(g.count) << UInt64(g.leafShift)) &- 1)
-        if pending, permissions == g.permissions, last != .max, last &+ 1 == gFirst,
-           g.output &- output == gFirst &- first, g.output > output {
-            last = gLast
-            return .continue
-        }
-        let control = try flush(visit)
-        pending = true
-        (first, last, output, permissions) = (gFirst, gLast, g.output, g.permissions)
-        return control
-    }
-
-    @inlinable @inline(__always)
-    mutating func flush<E: Error>(_ visit: (TranslationRun) throws(E) -> WalkControl) throws(E) -> WalkControl {
-        guard pending else { return .continue }
-        pending = false
-        return try visit(TranslationRun(input: try! IOVARange(first: IOVA(first), last: IOVA(last)),
-                                        output: GuestPhysicalAddress(output), permissions: permissions))
     }
 }
 

@@ -139,7 +139,7 @@ public struct ArmVMSAv8: PageTableFormat {
         return a & bitField(47, 12)
     }
 
-    @inlinable @inline(__always) public func decode(_ e: UInt64, level: Int) -> DecodedEntry {
+    @inlinable public func decode(_ e: UInt64, level: Int) -> DecodedEntry {
         guard e & Self.valid != 0 else { return .empty }
         guard e & reservedBits == 0 else { return .fault(.reservedBitsSet) }
         let oa = outputAddress(e)
