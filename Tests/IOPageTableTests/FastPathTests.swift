@@ -97,6 +97,22 @@ func checkPathsAgree<F: PageTableFormat, M: GuestMemory>(_ w: PageTableWalker<F,
                     "runs' faults, skipping \(skipping) \(context())", sourceLocation: sourceLocation)
         }
     }
+    // Runs count as the leaf walk does, to the field that says which path ran: the
+    // invalidation path of runs (when it answers) does what the descent and the leaf run do.
+    for skipping in [false, true] {
+        let leafStats = skipping ? try? fast.walk(range, skippingFaults: { _ in }) { _ in } : try? fast.walk(range) { _ in }
+        let none = { (_: TranslationRun) throws(Never) -> WalkControl in .continue }
+        let runStats = skipping
+            ? try? fast.visitRuns(range, skippingFaults: { (_: PageTableFault) throws(Never) -> WalkControl in .continue }, none)
+            : try? fast.visitRuns(range, none)
+        #expect(runStats == leafStats, "runs' statistics, skipping \(skipping) \(context())", sourceLocation: sourceLocation)
+    }
+    if let (run, stats) = fast.invalidationRun(range) {
+        let reference = record(slow, range, skipping: false)
+        #expect([run] == TranslationRun.coalescing(reference.leaves) && reference.error == nil && reference.faults.isEmpty,
+                "invalidation run \(context())", sourceLocation: sourceLocation)
+        #expect(pathFree(stats) == reference.statistics, "invalidation statistics \(context())", sourceLocation: sourceLocation)
+    }
     var fastEntries = 0
     do {
         fastEntries = try fast.walk(range, skippingFaults: { _ in }) { _ in }.fastPathEntries
@@ -192,12 +208,17 @@ struct FastPathTests {
             return try! IOVARange(first: IOVA(first), last: IOVA(first | (window - 1)))
         }
         var descended = 0
+        var invalidations = 0
         for _ in 0..<8 {
             let r = smallRange()
             if checkPathsAgree(b.walker(), r, "\(f) small range \(r)") >= 1 { descended += 1 }
+            if b.walker().invalidationRun(r) != nil { invalidations += 1 }
         }
         if f.tablePointerTest(level: f.topLevel) != .none {
             #expect(descended > 0, "the descent never ran on \(f)")
+            if f.entryBytes == 8 && f.leafRunField(level: 0) != 0 {
+                #expect(invalidations > 0, "the invalidation path never answered on \(f)")
+            }
         }
         // Small budgets stop both paths at the same entry, with the same statistics.
         for _ in 0..<4 {
@@ -220,6 +241,94 @@ struct FastPathTests {
     /// A run of stepping entries that crosses the output width: the run stops where the
     /// format's output field (which ends at the width) carries, and each entry past it is its
     /// own fault.
+    /// The invalidation path of runs answers, in one pass, for a range whose entries in one
+    /// leaf table are one run reached through plain pointers within the budget, and for
+    /// nothing else: the walk then finds the same runs, faults and budget stops.
+    @Test func invalidationRunAnswersOnlyForOneWholeRun() throws {
+        let arena = Arena()
+        var b = try arena.builder(Formats.vtd4)
+        try b.map(try IOVARange(base: IOVA(0), length: 4 << 20), to: GuestPhysicalAddress(0x8000_0000), permissions: .readWrite,
+                  sizes: PageSizeSet([.size4K]))
+        let r = try IOVARange(base: IOVA(0), length: 2 << 20)
+        let (run, stats) = try #require(b.walker().invalidationRun(r))
+        #expect(run == TranslationRun(input: r, output: GuestPhysicalAddress(0x8000_0000), permissions: .readWrite))
+        #expect(stats.entriesRead == 3 + 512 && stats.tablesVisited == 4 && stats.leaves == 512 && stats.fastPathEntries == 3 + 512)
+        #expect(checkPathsAgree(b.walker(), r, "whole leaf table") == 3 + 512)
+        // One leaf: one entry read in its table, none of it a run.
+        let one = try IOVARange(base: IOVA(0x5000), length: 0x1000)
+        #expect(b.walker().invalidationRun(one).map { $0.1.entriesRead == 4 && $0.1.fastPathEntries == 3 } == true)
+        // Across two leaf tables: the walk's.
+        #expect(b.walker().invalidationRun(try IOVARange(base: IOVA(0x1F_F000), length: 0x2000)) == nil)
+        // Exactly the budget it needs; an entry or a table less and the walk stops where it would.
+        #expect(b.walker(budget: WalkBudget(maxEntries: 515, maxTables: 4)).invalidationRun(r) != nil)
+        for budget in [WalkBudget(maxEntries: 514, maxTables: 4), WalkBudget(maxEntries: 515, maxTables: 3), WalkBudget(maxEntries: 0, maxTables: 0)] {
+            #expect(b.walker(budget: budget).invalidationRun(r) == nil, "\(budget)")
+            #expect(recordRuns(b.walker(budget: budget), r, skipping: false).3?.reason == .budgetExceeded, "\(budget)")
+            checkPathsAgree(b.walker(budget: budget), r, "budget \(budget)")
+        }
+        // The tables on the way, at index 0 of each.
+        var path = [b.root.rawValue]
+        while path.count < 4 {
+            let raw = try #require(arena.memory.load64(at: GuestPhysicalAddress(path.last!)))
+            guard case .table(let next, _, _) = Formats.vtd4.decode(raw, level: 4 - path.count) else { Issue.record("no table"); return }
+            path.append(next.rawValue)
+        }
+        let (l1, l0) = (path[2], path[3])
+        func expectWalkOnly(_ what: String, _ reason: PageTableFault.Reason?) {
+            #expect(b.walker().invalidationRun(r) == nil, "\(what)")
+            #expect(recordRuns(b.walker(), r, skipping: false).3?.reason == reason, "\(what)")
+            checkPathsAgree(b.walker(), r, what)
+        }
+        // A leaf off the run in the middle: two runs and a third.
+        arena.poke(l0 + 100 * 8, 0x9000_0000 | 3)
+        expectWalkOnly("a leaf off the run", nil)
+        #expect(recordRuns(b.walker(), r, skipping: false).0.count == 3)
+        arena.poke(l0 + 100 * 8, (0x8000_0000 + 100 * 0x1000) | 3)
+        #expect(b.walker().invalidationRun(r) != nil)
+        // The leaf table's pointer: back at the root (a loop), misaligned, outside guest memory.
+        let pointer = try #require(arena.memory.load64(at: GuestPhysicalAddress(l1)))
+        arena.poke(l1, b.root.rawValue | 3)
+        expectWalkOnly("a loop", .loop)
+        // The leaf table on its own path, where it reads as a run: the level-2 entry points at
+        // it as the level-1 table, and its first entry at itself.
+        let l2Entry = try #require(arena.memory.load64(at: GuestPhysicalAddress(path[1])))
+        for k in 0..<UInt64(512) { arena.poke(l0 + k * 8, (l0 + k * 0x1000) | 3) }
+        arena.poke(path[1], l0 | 3)
+        expectWalkOnly("a table on its own path", .loop)
+        arena.poke(path[1], l2Entry)
+        for k in 0..<UInt64(512) { arena.poke(l0 + k * 8, (0x8000_0000 + k * 0x1000) | 3) }
+        arena.poke(l1, 0x7000_0000 | 3)
+        expectWalkOnly("a table outside guest memory", .outsideGuestMemory)
+        arena.poke(l1, pointer)
+        // A reserved bit (transient mapping) in the first leaf: decoded, not taken.
+        arena.poke(l0, try #require(arena.memory.load64(at: GuestPhysicalAddress(l0))) | (1 << 62))
+        expectWalkOnly("a malformed first leaf", .reservedBitsSet)
+
+        // A misaligned root.
+        #expect(arena.walker(Formats.vtd4, root: b.root.rawValue + 8).invalidationRun(r) == nil)
+        #expect(recordRuns(arena.walker(Formats.vtd4, root: b.root.rawValue + 8), r, skipping: false).3?.reason == .misalignedTable)
+
+        // Arm 64K tables are 64 KiB, their pointers' address field 4 KiB-grained: a pointer to
+        // the middle of the leaf table sets bits the descriptor reserves, so it is no plain
+        // pointer. (48-bit output: the 52-bit layout has no plain-pointer test.)
+        let arm = try ArmVMSAv8(stage: .stage1, granule: .size64K, inputBits: 48, outputBits: 48)
+        let a = Arena()
+        var ab = try a.builder(arm)
+        try ab.map(try IOVARange(base: IOVA(0), length: 2 << 20), to: GuestPhysicalAddress(0x4000_0000), permissions: .readWrite,
+                   sizes: PageSizeSet([.size64K]))
+        #expect(ab.walker().invalidationRun(r) != nil)
+        var armPath = [ab.root.rawValue]
+        while armPath.count < 3 {
+            let raw = try #require(a.memory.load64(at: GuestPhysicalAddress(armPath.last!)))
+            guard case .table(let next, _, _) = arm.decode(raw, level: 3 - armPath.count) else { Issue.record("no table"); return }
+            armPath.append(next.rawValue)
+        }
+        a.poke(armPath[1], (armPath[2] + 0x1000) | 3)
+        #expect(ab.walker().invalidationRun(r) == nil)
+        #expect(recordRuns(ab.walker(), r, skipping: false).3?.reason == .reservedBitsSet)
+        checkPathsAgree(ab.walker(), r, "Arm 64K pointer into a table")
+    }
+
     @Test func runCrossingTheOutputWidth() throws {
         let arena = Arena()
         var b = try arena.builder(Formats.vtd3)  // 39-bit output
