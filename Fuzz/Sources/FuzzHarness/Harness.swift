@@ -62,6 +62,8 @@ public func fuzzWalk<F: PageTableFormat>(_ format: F, _ data: UnsafeRawBufferPoi
     let budget = WalkBudget(maxEntries: 20_000, maxTables: 200)
     let walker = PageTableWalker(format: format, memory: memory, root: GuestPhysicalAddress(root), budget: budget)
     let range = try! IOVARange(first: IOVA(min(a, b)), last: IOVA(max(a, b)))
+    // An invalidation: the 2 MiB around `a` (one leaf table of the 4K formats).
+    let window = try! IOVARange(first: IOVA(a & ~0x1F_FFFF), last: IOVA(a | 0x1F_FFFF))
 
     var previous: LeafExtent?
     func check(_ e: LeafExtent, in r: IOVARange) {
@@ -74,7 +76,7 @@ public func fuzzWalk<F: PageTableFormat>(_ format: F, _ data: UnsafeRawBufferPoi
         if let p = previous { precondition(p.input.last < e.input.first, "extents out of order or overlapping") }
         previous = e
     }
-    for r in [IOVARange.all, range] {
+    for r in [IOVARange.all, range, window] {
         previous = nil
         do {
             let s = try walker.walk(r) { check($0, in: r) }
@@ -93,7 +95,7 @@ public func fuzzWalk<F: PageTableFormat>(_ format: F, _ data: UnsafeRawBufferPoi
     // statistics, budget stops), and runs are the coalesced leaves.
     var slow = walker
     slow.usesRunFastPath = false
-    for r in [IOVARange.all, range] {
+    for r in [IOVARange.all, range, window] {
         for skipping in [false, true] {
             let fast = record(walker, r, skipping: skipping)
             let reference = record(slow, r, skipping: skipping)
@@ -102,20 +104,23 @@ public func fuzzWalk<F: PageTableFormat>(_ format: F, _ data: UnsafeRawBufferPoi
             var faults: [PageTableFault] = []
             let visit = { (x: TranslationRun) throws(Never) -> WalkControl in runs.append(x); return .continue }
             var thrown: PageTableFault?
+            var stats: WalkStatistics?
             do {
                 if skipping {
-                    try walker.visitRuns(r, skippingFaults: { (f: PageTableFault) throws(Never) -> WalkControl in
+                    stats = try walker.visitRuns(r, skippingFaults: { (f: PageTableFault) throws(Never) -> WalkControl in
                         faults.append(f)
                         return .continue
                     }, visit)
                 } else {
-                    try walker.visitRuns(r, visit)
+                    stats = try walker.visitRuns(r, visit)
                 }
+                stats?.fastPathEntries = 0
             } catch {
                 if case .fault(let f) = error { thrown = f }
             }
             precondition(runs == TranslationRun.coalescing(reference.leaves), "runs are not the coalesced leaves")
             precondition(faults == reference.faults && thrown.map(pathFree) == reference.error, "runs' faults differ")
+            precondition(stats == reference.statistics, "runs' statistics differ")
         }
     }
     if let t = try? walker.translate(range.first) {
