@@ -186,9 +186,14 @@ func benchmark<F: PageTableFormat>(_ name: String, _ format: F, leafShift: Int, 
     let reps = 2000
     let t2 = best(runs) { sink &+= benchWalkRuns2M(w, r, reps: reps) } / Double(reps)
     let t2Leaves = best(runs) { sink &+= benchWalkLeaves2M(w, r, reps: reps) } / Double(reps)
-    let memory = Double((2 << 20) >> leafShift * format.entryBytes) / (readGBs * 1e9)
+    let entryBytes2M = (2 << 20) >> leafShift * format.entryBytes
+    let memory = Double(entryBytes2M) / (readGBs * 1e9)
+    // The same by the cache lines the walk must read: the leaf entries' and one per table pointer above them.
+    let lines = (entryBytes2M + 63) / 64 + format.topLevel
+    let lineMemory = Double(lines * 64) / (readGBs * 1e9)
     print("    2 MiB invalidation (\((2 << 20) >> leafShift) leaves): runs \(fmt(t2 * 1e6, 3)) us = \(fmt(t2 / memory, 2))x its memory time "
-          + "(\(fmt(memory * 1e6, 3)) us); leaves \(fmt(t2Leaves * 1e6, 3)) us" + (sink == 42 ? " " : ""))
+          + "(\(fmt(memory * 1e6, 3)) us; by the \(lines) cache lines read \(fmt(t2 / lineMemory, 2))x); leaves \(fmt(t2Leaves * 1e6, 3)) us"
+          + (sink == 42 ? " " : ""))
     let label = "\(name), \(gib) GiB of \(PageSize(shift: leafShift)) leaves"
     // Bandwidths as GB/s of entries against the read bandwidth; the invalidation against its memory time.
     record(suite: "walk", case: "\(label): runs", value: gbRuns, unit: "GB/s", baseline: "read bandwidth", baselineValue: readGBs)
