@@ -322,8 +322,8 @@ public struct PageTableWalker<Format: PageTableFormat, Memory: GuestMemory> {
         })
     }
 
-    /// The invalidation fast path of ``runMerged``, in one pass with nothing out of line but
-    /// the leaf's decode: when `range` lies within one entry of each upper table, each a plain
+    /// The invalidation fast path of ``runMerged``, in one pass with no closure between its
+    /// steps: when `range` lies within one entry of each upper table, each a plain
     /// pointer (``PageTableFormat/tablePointerTest(level:)``) to an aligned table readable in
     /// place that overlaps none on its path, down to a table where `range`'s entries are one
     /// run of one-item leaves (each the first plus one item inside
@@ -876,9 +876,9 @@ struct WalkLeafGroup {
 }
 
 /// The first index from `from` through `through` of the 8-byte entries at `bytes` whose entry
-/// is not `expected` plus `delta` per index after `from` (`through + 1` when all are). Reads
-/// each entry once: eight per test, as four two-lane vectors (on a little-endian host), then
-/// one by one from the block holding the first difference.
+/// is not `expected` plus `delta` per index after `from` (`through + 1` when all are). Compares
+/// sixteen, then eight, entries per test as two-lane vectors (on a little-endian host), then
+/// one by one from the block holding the first difference (read a second time).
 @inlinable
 func scanEntries(_ bytes: UnsafeRawPointer, _ from: Int, _ through: Int, _ expected: UInt64, _ delta: UInt64) -> Int {
     var k = from
