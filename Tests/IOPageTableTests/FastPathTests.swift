@@ -238,9 +238,6 @@ struct FastPathTests {
         }
     }
 
-    /// A run of stepping entries that crosses the output width: the run stops where the
-    /// format's output field (which ends at the width) carries, and each entry past it is its
-    /// own fault.
     /// The invalidation path of runs answers, in one pass, for a range whose entries in one
     /// leaf table are one run reached through plain pointers within the budget, and for
     /// nothing else: the walk then finds the same runs, faults and budget stops.
@@ -329,6 +326,9 @@ struct FastPathTests {
         checkPathsAgree(ab.walker(), r, "Arm 64K pointer into a table")
     }
 
+    /// A run of stepping entries that crosses the output width: the run stops where the
+    /// format's output field (which ends at the width) carries, and each entry past it is its
+    /// own fault.
     @Test func runCrossingTheOutputWidth() throws {
         let arena = Arena()
         var b = try arena.builder(Formats.vtd3)  // 39-bit output
