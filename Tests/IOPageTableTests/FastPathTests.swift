@@ -254,6 +254,10 @@ struct FastPathTests {
         // One leaf: one entry read in its table, none of it a run.
         let one = try IOVARange(base: IOVA(0x5000), length: 0x1000)
         #expect(b.walker().invalidationRun(one).map { $0.1.entriesRead == 4 && $0.1.fastPathEntries == 3 } == true)
+        // Two leaves: a run of both entries, taken by the fast path, by runs and leaf by leaf.
+        let two = try IOVARange(base: IOVA(0x5000), length: 0x2000)
+        #expect(b.walker().invalidationRun(two).map { $0.1.entriesRead == 5 && $0.1.fastPathEntries == 5 } == true)
+        #expect(try b.walker().walk(two) { _ in }.fastPathEntries == 5)
         // Across two leaf tables: the walk's.
         #expect(b.walker().invalidationRun(try IOVARange(base: IOVA(0x1F_F000), length: 0x2000)) == nil)
         // Exactly the budget it needs; an entry or a table less and the walk stops where it would.

@@ -92,8 +92,8 @@ extension PageTableWalkError: Hashable where VisitorError: Hashable {}
 /// Repeats of an empty entry are skipped the same way. A walk of a range inside one entry of
 /// the upper tables (an invalidation) goes down through plain table pointers without decoding
 /// them (``PageTableFormat/tablePointerTest(level:)``) and, when the range's entries in the
-/// table it reaches are one such run, takes them without entering the table walk; for
-/// ``visitRuns(_:_:)`` that whole case is one pass with no closure between its steps. Runs are
+/// table it reaches are one such run, takes them in one pass with no closure between its steps,
+/// without entering the table walk. Runs are
 /// scanned sixteen and eight entries per test. Faults, budgets, leaves and statistics are
 /// exactly those of decoding every entry. ``visitRuns(_:_:)`` hands out such runs merged into
 /// maximal ``TranslationRun``s, one call per run instead of one per leaf.
@@ -259,7 +259,8 @@ public struct PageTableWalker<Format: PageTableFormat, Memory: GuestMemory> {
     @inlinable
     func run<E: Error>(_ range: IOVARange, skip: Bool, onFault: (PageTableFault) throws(E) -> WalkControl,
                        visit: (LeafExtent) throws(E) -> WalkControl) throws(PageTableWalkError<E>) -> WalkStatistics {
-        return try runGroups(range, skip: skip, onFault: onFault, group: { (g: WalkLeafGroup, state: inout WalkState) throws(E) -> WalkControl in
+        /// Hands out a group's leaves one by one, charging each as it goes.
+        func leaves(_ g: WalkLeafGroup, _ state: inout WalkState) throws(E) -> WalkControl {
             let size = UInt64(1) << UInt64(g.leafShift)
             let pageSize = PageSize(shift: g.leafShift)
             var input = g.inputFirst
@@ -278,7 +279,13 @@ public struct PageTableWalker<Format: PageTableFormat, Memory: GuestMemory> {
                 output &+= size
             }
             return .continue
-        }, flush: { () throws(E) -> WalkControl in .continue })
+        }
+        if let (g, depth) = invalidationGroup(range) {
+            var state = WalkState(budget: budget, afterDescentOf: depth, to: g)
+            do { _ = try leaves(g, &state) } catch { throw .visitor(error) }
+            return state.stats
+        }
+        return try runGroups(range, skip: skip, onFault: onFault, group: leaves, flush: { () throws(E) -> WalkControl in .continue })
     }
 
     /// The walk with one visit per maximal run (``TranslationRun/coalescing(_:)``'s rule).
@@ -295,12 +302,9 @@ public struct PageTableWalker<Format: PageTableFormat, Memory: GuestMemory> {
         var output: UInt64 = 0
         var permissions: Permissions = []
         return try runGroups(range, skip: skip, onFault: onFault, group: { (g: WalkLeafGroup, state: inout WalkState) throws(E) -> WalkControl in
-            let entries = g.firstCharge + (g.count - 1) * g.entriesPerLeaf
-            state.entriesLeft -= entries
-            state.stats.entriesRead += entries
-            state.stats.leaves += g.count
+            state.charge(g)
             let gFirst = g.inputFirst
-            let gLast = g.inputFirst &+ ((UInt64(g.count) << UInt64(g.leafShift)) &- 1)
+            let gLast = g.inputLast
             if pending, permissions == g.permissions, last != .max, last &+ 1 == gFirst,
                g.output &- output == gFirst &- first, g.output > output {
                 last = gLast
@@ -322,17 +326,28 @@ public struct PageTableWalker<Format: PageTableFormat, Memory: GuestMemory> {
         })
     }
 
-    /// The invalidation fast path of ``runMerged``, in one pass with no closure between its
+    /// ``invalidationGroup(_:)`` as ``runMerged`` hands it out: the one run and the walk's statistics.
+    @inlinable
+    func invalidationRun(_ range: IOVARange) -> (TranslationRun, WalkStatistics)? {
+        guard let (g, depth) = invalidationGroup(range) else { return nil }
+        var state = WalkState(budget: budget, afterDescentOf: depth, to: g)
+        state.charge(g)
+        return (TranslationRun(input: try! IOVARange(first: IOVA(g.inputFirst), last: IOVA(g.inputLast)),
+                               output: GuestPhysicalAddress(g.output), permissions: g.permissions), state.stats)
+    }
+
+    /// The invalidation fast path of both walks, in one pass with no closure between its
     /// steps: when `range` lies within one entry of each upper table, each a plain
     /// pointer (``PageTableFormat/tablePointerTest(level:)``) to an aligned table readable in
     /// place that overlaps none on its path, down to a table where `range`'s entries are one
     /// run of one-item leaves (each the first plus one item inside
-    /// ``PageTableFormat/leafRunField(level:)``, within the budget), the one run the walk
-    /// would hand out and its statistics. `nil` for anything else, having changed nothing:
-    /// the walk (``descend`` then ``leafRun``, or the table walk) then does it all, faults,
-    /// budget and all. Equal, when it answers, to what ``descend`` and ``leafRun`` do.
+    /// ``PageTableFormat/leafRunField(level:)``), and the budget covers it all: that run as
+    /// one group and the number of tables descended through (the walk's state after it is
+    /// ``WalkState/init(budget:afterDescentOf:to:)``). `nil` for anything else, having
+    /// changed nothing: the general walk (``descend``, then the table walk) then does it all,
+    /// faults, budget and all.
     @inlinable
-    func invalidationRun(_ range: IOVARange) -> (TranslationRun, WalkStatistics)? {
+    func invalidationGroup(_ range: IOVARange) -> (group: WalkLeafGroup, depth: Int)? {
         // Shifts and sizes below are those of a valid format (< 64 bits, tables < 2^63 bytes).
         guard runFastPath, format.entryBytes == 8, let first = format.spanAddress(of: range.first),
               let last = format.spanAddress(of: range.last), first <= last else { return nil }
@@ -386,16 +401,11 @@ public struct PageTableWalker<Format: PageTableFormat, Memory: GuestMemory> {
                   // From the first entry (equal to itself), so that a run of a power of two entries is whole blocks of the scan.
                   i == end || scanEntries(bytes, Int(truncatingIfNeeded: i), Int(truncatingIfNeeded: end), raw, step)
                     == Int(truncatingIfNeeded: end) &+ 1 else { return nil }
-            var stats = WalkStatistics()
-            stats.entriesRead = depth &+ Int(truncatingIfNeeded: count)
-            stats.tablesVisited = depth &+ 1
-            stats.leaves = Int(truncatingIfNeeded: count)
-            stats.fastPathEntries = depth &+ (count > 1 ? Int(truncatingIfNeeded: count) : 0)
             let start = tableBase &+ (i &<< shift)
-            let input = format.inputAddress(ofSpan: start).rawValue
-            return (TranslationRun(input: try! IOVARange(first: IOVA(input), last: IOVA(input &+ ((count &<< shift) &- 1))),
-                                   output: GuestPhysicalAddress(leaf.output), permissions: leaf.permissions.intersection(allows)),
-                    stats)
+            return (WalkLeafGroup(spanFirst: start, inputFirst: format.inputAddress(ofSpan: start).rawValue,
+                                  leafShift: Int(truncatingIfNeeded: shift), count: Int(truncatingIfNeeded: count), output: leaf.output,
+                                  permissions: leaf.permissions.intersection(allows), level: level, firstCharge: 0, entriesPerLeaf: 1),
+                    depth)
         }
     }
 
@@ -423,10 +433,7 @@ public struct PageTableWalker<Format: PageTableFormat, Memory: GuestMemory> {
             state.pathLast[0] = root.rawValue &+ UInt64(format.tableBytes(level: top) &- 1)
             state.depth = 1
             var (table, level, tableBase, allows) = (root.rawValue, top, UInt64(0), Permissions.all)
-            if runFastPath {
-                descend(first, last, &table, &level, &tableBase, &allows, &state)
-                if let control = try leafRun(table, level, tableBase, first, last, allows, &state, group) { return control == .continue }
-            }
+            if runFastPath { descend(first, last, &table, &level, &tableBase, &allows, &state) }
             return try walkTable(table, level: level, tableBase: tableBase, first: first, last: last, allows: allows,
                                  &state, skip, onFault, group, flush) == .continue
         }
@@ -496,42 +503,6 @@ public struct PageTableWalker<Format: PageTableFormat, Memory: GuestMemory> {
         state.stats.fastPathEntries &+= taken
         state.tablesLeft &-= taken
         state.stats.tablesVisited &+= taken
-    }
-
-    /// The end of the descent: when `first...last` in `table` is one run of one-item leaves
-    /// (each entry the first plus one item, within the output field), hands it to `group` as
-    /// ``walkTable`` would, with its accounting, and returns what `group` says; `nil`, having
-    /// changed nothing, for anything else (``walkTable`` then walks the table).
-    @inlinable @inline(__always)
-    func leafRun<E: Error>(_ table: UInt64, _ level: Int, _ tableBase: UInt64, _ first: UInt64, _ last: UInt64,
-                           _ allows: Permissions, _ state: inout WalkState,
-                           _ group: (WalkLeafGroup, inout WalkState) throws(E) -> WalkControl) throws(PageTableWalkError<E>) -> WalkControl? {
-        // Shifts and sizes below are those of a valid format (< 64 bits, tables < 2^63 bytes).
-        let field = format.leafRunField(level: level)
-        guard field != 0, format.entryBytes == 8 else { return nil }
-        let shift = format.itemShift(level: level)
-        let shiftBits = UInt64(truncatingIfNeeded: shift)
-        let i = Int(truncatingIfNeeded: (first &- tableBase) &>> shiftBits)
-        let end = Int(truncatingIfNeeded: (last &- tableBase) &>> shiftBits)
-        guard state.entriesLeft > end &- i else { return nil }
-        let (tableLast, wraps) = table.addingReportingOverflow(UInt64(truncatingIfNeeded: format.tableBytes(level: level)) &- 1)
-        guard !wraps, let bytes = memory.readableBytes(of: try! GuestPhysicalRange(first: GuestPhysicalAddress(table),
-                                                                                   last: GuestPhysicalAddress(tableLast))) else { return nil }
-        let raw = UInt64(littleEndian: bytes.loadUnaligned(fromByteOffset: i &* 8, as: UInt64.self))
-        guard case .leaf(let leaf) = format.decode(raw, level: level), leaf.sizeShift == shift,
-              leaf.output & lowMask(shift) == 0, (leaf.output | lowMask(shift)) <= lowMask(format.outputBits) else { return nil }
-        let step = field & (0 &- field)
-        let room = (field &- (raw & field)) &>> UInt64(truncatingIfNeeded: step.trailingZeroBitCount)
-        guard room >= UInt64(truncatingIfNeeded: end &- i),
-              end == i || scanEntries(bytes, i &+ 1, end, raw &+ step, step) == end &+ 1 else { return nil }
-        state.entriesLeft &-= 1
-        state.stats.entriesRead &+= 1
-        if end > i { state.stats.fastPathEntries &+= end &- i &+ 1 }
-        let g = WalkLeafGroup(spanFirst: tableBase &+ (UInt64(truncatingIfNeeded: i) &<< shiftBits),
-                              inputFirst: format.inputAddress(ofSpan: tableBase &+ (UInt64(truncatingIfNeeded: i) &<< shiftBits)).rawValue,
-                              leafShift: shift, count: end &- i &+ 1, output: leaf.output, permissions: leaf.permissions.intersection(allows),
-                              level: level, firstCharge: 0, entriesPerLeaf: 1)
-        do { return try group(g, &state) } catch { throw .visitor(error) }
     }
 
     @inlinable @inline(__always)
@@ -839,6 +810,25 @@ struct WalkState {
         pathLast = InlineArray(repeating: 0)
         depth = 0
     }
+
+    /// The state after ``PageTableWalker/invalidationGroup(_:)``: `depth` plain pointers and
+    /// the group's first entry charged, and the root and the `depth` tables below it entered.
+    @inlinable
+    init(budget: WalkBudget, afterDescentOf depth: Int, to group: WalkLeafGroup) {
+        self.init(entriesLeft: budget.maxEntries &- depth &- 1, tablesLeft: budget.maxTables &- depth &- 1)
+        stats.entriesRead = depth &+ 1
+        stats.tablesVisited = depth &+ 1
+        stats.fastPathEntries = depth &+ (group.count > 1 ? group.count : 0)
+    }
+
+    /// Charges all of `group`'s leaves at once.
+    @inlinable
+    mutating func charge(_ group: WalkLeafGroup) {
+        let entries = group.firstCharge + (group.count - 1) * group.entriesPerLeaf
+        entriesLeft -= entries
+        stats.entriesRead += entries
+        stats.leaves += group.count
+    }
 }
 
 /// `count` consecutive leaves of one table, size and permissions whose inputs and outputs
@@ -873,6 +863,9 @@ struct WalkLeafGroup {
         self.firstCharge = firstCharge
         self.entriesPerLeaf = entriesPerLeaf
     }
+
+    /// The last input address of the last leaf.
+    @inlinable var inputLast: UInt64 { inputFirst &+ ((UInt64(count) &<< UInt64(leafShift)) &- 1) }
 }
 
 /// The first index from `from` through `through` of the 8-byte entries at `bytes` whose entry
