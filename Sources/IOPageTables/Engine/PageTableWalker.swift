@@ -93,10 +93,10 @@ extension PageTableWalkError: Hashable where VisitorError: Hashable {}
 /// the upper tables (an invalidation) goes down through plain table pointers without decoding
 /// them (``PageTableFormat/tablePointerTest(level:)``) and, when the range's entries in the
 /// table it reaches are one such run, takes them in one pass with no closure between its steps,
-/// without entering the table walk. Runs are
-/// scanned sixteen and eight entries per test. Faults, budgets, leaves and statistics are
-/// exactly those of decoding every entry. ``visitRuns(_:_:)`` hands out such runs merged into
-/// maximal ``TranslationRun``s, one call per run instead of one per leaf.
+/// without entering the table walk. Runs are scanned sixteen and eight entries per test.
+/// Faults, budgets, leaves and statistics are exactly those of decoding every entry.
+/// ``visitRuns(_:_:)`` hands out such runs merged into maximal ``TranslationRun``s, one call per
+/// run instead of one per leaf.
 public struct PageTableWalker<Format: PageTableFormat, Memory: GuestMemory> {
     public var format: Format
     public var memory: Memory
